@@ -6,5 +6,6 @@
 //! PostgreSQL. `policy` and `views` turn the TOML policy into DDL.
 
 pub mod config;
+pub mod backend;
 pub mod protocol;
 pub mod rewrite;

@@ -1,0 +1,113 @@
+//! A pool of idle, reset backend connections per backend login role.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use deadpool::managed::{self, Metrics, Object, Pool, PoolError, RecycleError, RecycleResult};
+use deadpool::Runtime;
+
+use super::{BackendConn, BackendError, BackendTarget, Login};
+
+/// Creates backend connections for one login role.
+pub struct Manager {
+    target: Arc<BackendTarget>,
+    login: Login,
+}
+
+impl managed::Manager for Manager {
+    type Type = BackendConn;
+    type Error = BackendError;
+
+    async fn create(&self) -> Result<BackendConn, BackendError> {
+        BackendConn::connect(&self.target, &self.login).await
+    }
+
+    async fn recycle(&self, conn: &mut BackendConn, _: &Metrics) -> RecycleResult<BackendError> {
+        if conn.broken {
+            return Err(RecycleError::message("connection marked broken"));
+        }
+        Ok(())
+    }
+}
+
+/// A backend connection on loan from its pool; dropping it returns it.
+pub type PooledConn = Object<Manager>;
+
+/// One pool per backend login role, created on first use.
+pub struct Pools {
+    target: Arc<BackendTarget>,
+    max_size: usize,
+    wait: Duration,
+    pools: Mutex<HashMap<Login, Pool<Manager>>>,
+}
+
+impl Pools {
+    /// Pools of at most `max_size` connections per role; a session waits at
+    /// most `wait` for a free one.
+    pub fn new(target: BackendTarget, max_size: usize, wait: Duration) -> Self {
+        Pools {
+            target: Arc::new(target),
+            max_size,
+            wait,
+            pools: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The backend this pool set connects to.
+    pub fn target(&self) -> &BackendTarget {
+        &self.target
+    }
+
+    fn pool_for(&self, login: &Login) -> Result<Pool<Manager>, BackendError> {
+        let mut pools = self.pools.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(pool) = pools.get(login) {
+            return Ok(pool.clone());
+        }
+        let manager = Manager {
+            target: self.target.clone(),
+            login: login.clone(),
+        };
+        let pool = Pool::builder(manager)
+            .max_size(self.max_size)
+            .wait_timeout(Some(self.wait))
+            .create_timeout(Some(self.target.connect_timeout))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| BackendError::Protocol(format!("cannot build pool: {e}")))?;
+        pools.insert(login.clone(), pool.clone());
+        Ok(pool)
+    }
+
+    /// Takes an idle connection for `login`, or opens a new one.
+    pub async fn get(&self, login: &Login) -> Result<PooledConn, BackendError> {
+        let pool = self.pool_for(login)?;
+        pool.get().await.map_err(|e| match e {
+            PoolError::Backend(e) => e,
+            PoolError::Timeout(managed::TimeoutType::Wait) => BackendError::PoolExhausted,
+            PoolError::Timeout(_) => BackendError::Timeout("connecting to PostgreSQL"),
+            other => BackendError::Protocol(other.to_string()),
+        })
+    }
+
+    /// Returns a connection after use: reset and pooled when `reusable`,
+    /// closed otherwise.
+    pub async fn release(mut conn: PooledConn, reusable: bool) {
+        if reusable && !conn.broken && conn.reset().await.is_ok() {
+            return;
+        }
+        drop(Object::take(conn));
+    }
+
+    /// Connections currently open per role: (role, size, idle).
+    pub fn stats(&self) -> Vec<(String, usize, usize)> {
+        let pools = self.pools.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        pools
+            .iter()
+            .map(|(login, pool)| {
+                let status = pool.status();
+                (login.user.clone(), status.size, status.available)
+            })
+            .collect()
+    }
+}
