@@ -244,8 +244,7 @@ impl Config {
 
     /// Parses configuration text that came from `path`.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let mut config: Config =
-            toml::from_str(text).map_err(|e| invalid_toml(path, text, &e))?;
+        let mut config: Config = toml::from_str(text).map_err(|e| invalid_toml(path, text, &e))?;
         config.source = path.to_owned();
         config.resolve_paths();
         config.validate(text)?;
@@ -295,7 +294,10 @@ impl Config {
         if self.max_message_bytes < 1024 {
             return Err(at(
                 "max_message_bytes",
-                format!("max_message_bytes = {} is too small", self.max_message_bytes),
+                format!(
+                    "max_message_bytes = {} is too small",
+                    self.max_message_bytes
+                ),
                 "use at least 1024 (the default is 67108864, 64 MiB)",
             ));
         }
@@ -393,7 +395,10 @@ fn find_line(text: &str, needle: &str) -> (usize, usize) {
 pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let column = before.rfind('\n').map_or(before.len(), |nl| before.len() - nl - 1) + 1;
+    let column = before
+        .rfind('\n')
+        .map_or(before.len(), |nl| before.len() - nl - 1)
+        + 1;
     (line, column)
 }
 
@@ -445,14 +450,19 @@ mod tests {
         let err = Config::parse(&text, Path::new("x/pgveil.toml"))
             .unwrap_err()
             .to_string();
-        assert!(err.starts_with("x/pgveil.toml:6:1: unknown field `max_sise`"), "{err}");
+        assert!(
+            err.starts_with("x/pgveil.toml:6:1: unknown field `max_sise`"),
+            "{err}"
+        );
         assert!(err.contains("fix:"), "{err}");
     }
 
     #[test]
     fn bad_enum_value_is_located() {
         let text = format!("{MINIMAL}tls = \"always\"\n");
-        let err = Config::parse(&text, Path::new("p.toml")).unwrap_err().to_string();
+        let err = Config::parse(&text, Path::new("p.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("p.toml:4:7:"), "{err}");
         assert!(err.contains("disable"), "{err}");
     }
@@ -468,7 +478,9 @@ mod tests {
     #[test]
     fn malformed_verifier_is_refused() {
         let text = format!("{MINIMAL}[[users]]\nname = \"a\"\nscram = \"md5abc\"\n");
-        let err = Config::parse(&text, Path::new("p.toml")).unwrap_err().to_string();
+        let err = Config::parse(&text, Path::new("p.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("p.toml:6:10:"), "{err}");
     }
 

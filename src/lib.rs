@@ -5,7 +5,9 @@
 //! the privacy views of the session's view set, `backend` logs in to
 //! PostgreSQL. `policy` and `views` turn the TOML policy into DDL.
 
-pub mod config;
 pub mod backend;
+pub mod config;
 pub mod protocol;
 pub mod rewrite;
+pub mod server;
+pub mod session;

@@ -49,7 +49,9 @@ impl BackendTarget {
     ) -> Result<Self, BackendError> {
         let tls_config = match tls {
             BackendTls::Disable => None,
-            _ => Some(super::tls::encrypt_only_config().map_err(|e| BackendError::Tls(e.to_string()))?),
+            _ => Some(
+                super::tls::encrypt_only_config().map_err(|e| BackendError::Tls(e.to_string()))?,
+            ),
         };
         Ok(BackendTarget {
             host,
@@ -111,16 +113,25 @@ pub struct BackendConn {
 
 impl BackendConn {
     /// Connects, negotiates TLS and logs in; fails after the target's timeout.
-    pub async fn connect(target: &BackendTarget, login: &Login) -> Result<BackendConn, BackendError> {
+    pub async fn connect(
+        target: &BackendTarget,
+        login: &Login,
+    ) -> Result<BackendConn, BackendError> {
         tokio::time::timeout(target.connect_timeout, Self::connect_inner(target, login))
             .await
             .map_err(|_| BackendError::Timeout("connecting to PostgreSQL"))?
     }
 
-    async fn connect_inner(target: &BackendTarget, login: &Login) -> Result<BackendConn, BackendError> {
+    async fn connect_inner(
+        target: &BackendTarget,
+        login: &Login,
+    ) -> Result<BackendConn, BackendError> {
         let tcp = TcpStream::connect((target.host.as_str(), target.port))
             .await
-            .map_err(|source| BackendError::Connect { addr: target.addr(), source })?;
+            .map_err(|source| BackendError::Connect {
+                addr: target.addr(),
+                source,
+            })?;
         tcp.set_nodelay(true)?;
         let stream = negotiate_tls(tcp, target).await?;
         let mut conn = BackendConn {
@@ -163,33 +174,49 @@ impl BackendConn {
                     frontend::password_message(login.password.as_bytes(), &mut out)?;
                 }
                 Message::AuthenticationMd5Password(body) => {
-                    let hash = md5_hash(login.user.as_bytes(), login.password.as_bytes(), body.salt());
+                    let hash = md5_hash(
+                        login.user.as_bytes(),
+                        login.password.as_bytes(),
+                        body.salt(),
+                    );
                     frontend::password_message(hash.as_bytes(), &mut out)?;
                 }
                 Message::AuthenticationSasl(body) => {
-                    let mechanisms: Vec<String> = body.mechanisms().map(|m| Ok(m.to_owned())).collect()?;
+                    let mechanisms: Vec<String> =
+                        body.mechanisms().map(|m| Ok(m.to_owned())).collect()?;
                     if !mechanisms.iter().any(|m| m == SCRAM_SHA_256) {
                         return Err(BackendError::UnsupportedAuth(mechanisms.join(", ")));
                     }
-                    let client = ScramSha256::new(login.password.as_bytes(), ChannelBinding::unsupported());
+                    let client =
+                        ScramSha256::new(login.password.as_bytes(), ChannelBinding::unsupported());
                     frontend::sasl_initial_response(SCRAM_SHA_256, client.message(), &mut out)?;
                     scram = Some(client);
                 }
                 Message::AuthenticationSaslContinue(body) => {
-                    let client = scram.as_mut().ok_or_else(|| BackendError::Protocol("SASL continue without SASL".into()))?;
+                    let client = scram.as_mut().ok_or_else(|| {
+                        BackendError::Protocol("SASL continue without SASL".into())
+                    })?;
                     client.update(body.data())?;
                     frontend::sasl_response(client.message(), &mut out)?;
                 }
                 Message::AuthenticationSaslFinal(body) => {
-                    let client = scram.as_mut().ok_or_else(|| BackendError::Protocol("SASL final without SASL".into()))?;
+                    let client = scram
+                        .as_mut()
+                        .ok_or_else(|| BackendError::Protocol("SASL final without SASL".into()))?;
                     client.finish(body.data())?;
                     continue;
                 }
                 Message::ErrorResponse(body) => return Err(BackendError::Server(pg_error(&body)?)),
-                Message::AuthenticationKerberosV5 | Message::AuthenticationGss | Message::AuthenticationSspi => {
+                Message::AuthenticationKerberosV5
+                | Message::AuthenticationGss
+                | Message::AuthenticationSspi => {
                     return Err(BackendError::UnsupportedAuth("GSSAPI/SSPI/Kerberos".into()))
                 }
-                _ => return Err(BackendError::Protocol("unexpected message during authentication".into())),
+                _ => {
+                    return Err(BackendError::Protocol(
+                        "unexpected message during authentication".into(),
+                    ))
+                }
             }
             self.stream.write_all(&out).await?;
         }
@@ -206,7 +233,8 @@ impl BackendConn {
                     return error.map_or(Ok(()), |e| Err(BackendError::Server(e)));
                 }
                 Message::ParameterStatus(body) => {
-                    self.params.insert(body.name()?.to_owned(), body.value()?.to_owned());
+                    self.params
+                        .insert(body.name()?.to_owned(), body.value()?.to_owned());
                 }
                 Message::BackendKeyData(body) => {
                     self.cancel_key.pid = body.process_id();
@@ -284,7 +312,9 @@ async fn negotiate_tls(mut tcp: TcpStream, target: &BackendTarget) -> Result<Str
             "the server does not accept TLS but backend.tls = \"require\"".into(),
         )),
         (b'N', _) => Ok(Stream::Plain(tcp)),
-        (other, _) => Err(BackendError::Protocol(format!("bad answer {other:#x} to SSLRequest"))),
+        (other, _) => Err(BackendError::Protocol(format!(
+            "bad answer {other:#x} to SSLRequest"
+        ))),
     }
 }
 
@@ -295,7 +325,9 @@ fn pg_error(body: &ErrorResponseBody) -> Result<PgError, BackendError> {
     while let Some(field) = fields.next()? {
         let value = String::from_utf8_lossy(field.value_bytes()).into_owned();
         match field.type_() {
-            b'V' if value == "FATAL" || value == "PANIC" => error.severity = crate::protocol::messages::Severity::Fatal,
+            b'V' if value == "FATAL" || value == "PANIC" => {
+                error.severity = crate::protocol::messages::Severity::Fatal
+            }
             b'C' => error.code = value,
             b'M' => error.message = value,
             b'D' => error.detail = Some(value),

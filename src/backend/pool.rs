@@ -60,7 +60,10 @@ impl Pools {
     }
 
     fn pool_for(&self, login: &Login) -> Result<Pool<Manager>, BackendError> {
-        let mut pools = self.pools.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut pools = self
+            .pools
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(pool) = pools.get(login) {
             return Ok(pool.clone());
         }
@@ -101,7 +104,10 @@ impl Pools {
 
     /// Connections currently open per role: (role, size, idle).
     pub fn stats(&self) -> Vec<(String, usize, usize)> {
-        let pools = self.pools.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let pools = self
+            .pools
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         pools
             .iter()
             .map(|(login, pool)| {

@@ -50,7 +50,11 @@ impl Scanner {
 
     /// Looks at the start of `buf`; `inspect(tag)` says whether a message of
     /// that type must be delivered whole.
-    pub fn step(&mut self, buf: &[u8], inspect: impl Fn(u8) -> bool) -> Result<Step, ProtocolError> {
+    pub fn step(
+        &mut self,
+        buf: &[u8],
+        inspect: impl Fn(u8) -> bool,
+    ) -> Result<Step, ProtocolError> {
         if self.passthrough_left > 0 {
             if buf.is_empty() {
                 return Ok(Step::NeedMore { at_least: 1 });
@@ -110,8 +114,17 @@ mod tests {
     fn inspected_messages_come_whole() {
         let m = msg(b'Q', b"select 1\0");
         let mut s = Scanner::new(1 << 20);
-        assert_eq!(s.step(&m[..7], |t| t == b'Q').unwrap(), Step::NeedMore { at_least: m.len() });
-        assert_eq!(s.step(&m, |t| t == b'Q').unwrap(), Step::Whole { tag: b'Q', len: m.len() });
+        assert_eq!(
+            s.step(&m[..7], |t| t == b'Q').unwrap(),
+            Step::NeedMore { at_least: m.len() }
+        );
+        assert_eq!(
+            s.step(&m, |t| t == b'Q').unwrap(),
+            Step::Whole {
+                tag: b'Q',
+                len: m.len()
+            }
+        );
     }
 
     #[test]
@@ -120,7 +133,10 @@ mod tests {
         let mut s = Scanner::new(1 << 20);
         assert_eq!(s.step(&m[..40], |_| false).unwrap(), Step::Pass(40));
         assert!(!s.at_boundary());
-        assert_eq!(s.step(&m[40..], |_| false).unwrap(), Step::Pass(m.len() - 40));
+        assert_eq!(
+            s.step(&m[40..], |_| false).unwrap(),
+            Step::Pass(m.len() - 40)
+        );
         assert!(s.at_boundary());
     }
 
@@ -128,10 +144,19 @@ mod tests {
     fn bad_and_huge_lengths_are_errors() {
         let mut s = Scanner::new(1000);
         let bad = [b'Q', 0, 0, 0, 3];
-        assert!(matches!(s.step(&bad, |_| true), Err(ProtocolError::BadLength { .. })));
+        assert!(matches!(
+            s.step(&bad, |_| true),
+            Err(ProtocolError::BadLength { .. })
+        ));
         let negative = [b'Q', 0xff, 0xff, 0xff, 0xff];
-        assert!(matches!(s.step(&negative, |_| true), Err(ProtocolError::BadLength { .. })));
+        assert!(matches!(
+            s.step(&negative, |_| true),
+            Err(ProtocolError::BadLength { .. })
+        ));
         let huge = msg(b'd', &[0u8; 2000]);
-        assert!(matches!(s.step(&huge, |_| false), Err(ProtocolError::TooLong { .. })));
+        assert!(matches!(
+            s.step(&huge, |_| false),
+            Err(ProtocolError::TooLong { .. })
+        ));
     }
 }

@@ -139,7 +139,10 @@ pub fn auth_ok(out: &mut BytesMut) {
 
 /// Appends ParameterStatus.
 pub fn parameter_status(name: &str, value: &str, out: &mut BytesMut) {
-    encode_infallible(&ParameterStatus::new(name.to_owned(), value.to_owned()), out);
+    encode_infallible(
+        &ParameterStatus::new(name.to_owned(), value.to_owned()),
+        out,
+    );
 }
 
 /// Appends BackendKeyData with the proxy's own cancel key.
@@ -281,14 +284,20 @@ mod tests {
         let mut out = BytesMut::new();
         encode_parse(Some("s1".into()), "select $1", vec![23], &mut out);
         let p = decode_parse(&out).unwrap();
-        assert_eq!((p.name.as_deref(), p.query.as_str(), p.type_oids), (Some("s1"), "select $1", vec![23]));
+        assert_eq!(
+            (p.name.as_deref(), p.query.as_str(), p.type_oids),
+            (Some("s1"), "select $1", vec![23])
+        );
     }
 
     #[test]
     fn malformed_messages_are_errors_not_panics() {
         assert!(decode_query(&frame(b'Q', b"select 1")).is_err());
         assert!(decode_query(&frame(b'Q', b"a\0b\0")).is_err());
-        assert!(matches!(decode_query(&frame(b'Q', b"select '\xff'\0")), Err(ProtocolError::InvalidUtf8)));
+        assert!(matches!(
+            decode_query(&frame(b'Q', b"select '\xff'\0")),
+            Err(ProtocolError::InvalidUtf8)
+        ));
         assert!(decode_parse(&frame(b'P', b"\0select 1\0")).is_err());
         assert!(decode_parse(&frame(b'P', b"\0select 1\0\0\x01")).is_err());
         assert!(decode_parse(&frame(b'P', b"\0select 1\0\0\x01\0\0\0\x17")).is_ok());
@@ -297,7 +306,9 @@ mod tests {
     #[test]
     fn error_fields_are_read_from_raw_frames() {
         let mut out = BytesMut::new();
-        PgError::error("42501", "no").with_hint("ask").encode(&mut out);
+        PgError::error("42501", "no")
+            .with_hint("ask")
+            .encode(&mut out);
         assert_eq!(error_code(&out), Some(&b"42501"[..]));
         assert_eq!(error_field(&out, b'H'), Some(&b"ask"[..]));
         assert_eq!(error_field(&out, b'D'), None);

@@ -93,14 +93,23 @@ impl Exchange {
         client_first: &[u8],
         server_nonce: &str,
     ) -> Result<(Exchange, String), ScramError> {
-        let text = std::str::from_utf8(client_first).map_err(|_| ScramError::Malformed("not UTF-8"))?;
+        let text =
+            std::str::from_utf8(client_first).map_err(|_| ScramError::Malformed("not UTF-8"))?;
         let (gs2_header, bare) = split_gs2_header(text)?;
         let client_nonce = attribute(bare, 'r').ok_or(ScramError::Malformed("no client nonce"))?;
-        if client_nonce.is_empty() || !client_nonce.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b',') {
+        if client_nonce.is_empty()
+            || !client_nonce
+                .bytes()
+                .all(|b| (0x21..=0x7e).contains(&b) && b != b',')
+        {
             return Err(ScramError::Malformed("bad client nonce"));
         }
         let nonce = format!("{client_nonce}{server_nonce}");
-        let server_first = format!("r={nonce},s={},i={}", B64.encode(&verifier.salt), verifier.iterations);
+        let server_first = format!(
+            "r={nonce},s={},i={}",
+            B64.encode(&verifier.salt),
+            verifier.iterations
+        );
         let exchange = Exchange {
             verifier,
             gs2_header: gs2_header.to_owned(),
@@ -114,22 +123,35 @@ impl Exchange {
     /// Handles client-final-message; returns the server-final-message when
     /// the client proved it knows the password.
     pub fn finish(self, client_final: &[u8]) -> Result<String, ScramError> {
-        let text = std::str::from_utf8(client_final).map_err(|_| ScramError::Malformed("not UTF-8"))?;
-        let (without_proof, proof) = text.rsplit_once(",p=").ok_or(ScramError::Malformed("no proof"))?;
-        let binding = attribute(without_proof, 'c').ok_or(ScramError::Malformed("no channel binding"))?;
+        let text =
+            std::str::from_utf8(client_final).map_err(|_| ScramError::Malformed("not UTF-8"))?;
+        let (without_proof, proof) = text
+            .rsplit_once(",p=")
+            .ok_or(ScramError::Malformed("no proof"))?;
+        let binding =
+            attribute(without_proof, 'c').ok_or(ScramError::Malformed("no channel binding"))?;
         if B64.decode(binding).ok().as_deref() != Some(self.gs2_header.as_bytes()) {
             return Err(ScramError::Malformed("channel binding does not match"));
         }
         if attribute(without_proof, 'r') != Some(self.nonce.as_str()) {
             return Err(ScramError::Malformed("nonce does not match"));
         }
-        let proof = B64.decode(proof).map_err(|_| ScramError::Malformed("proof is not base64"))?;
-        let auth_message = format!("{},{},{}", self.client_first_bare, self.server_first, without_proof);
+        let proof = B64
+            .decode(proof)
+            .map_err(|_| ScramError::Malformed("proof is not base64"))?;
+        let auth_message = format!(
+            "{},{},{}",
+            self.client_first_bare, self.server_first, without_proof
+        );
         let client_signature = hmac(&self.verifier.stored_key, auth_message.as_bytes());
         if proof.len() != client_signature.len() {
             return Err(ScramError::BadProof);
         }
-        let client_key: Vec<u8> = proof.iter().zip(client_signature).map(|(p, s)| p ^ s).collect();
+        let client_key: Vec<u8> = proof
+            .iter()
+            .zip(client_signature)
+            .map(|(p, s)| p ^ s)
+            .collect();
         let stored_key = Sha256::digest(&client_key);
         if !bool::from(stored_key.as_slice().ct_eq(&self.verifier.stored_key)) {
             return Err(ScramError::BadProof);
@@ -141,7 +163,9 @@ impl Exchange {
 
 /// Splits `gs2-cbind-flag,[authzid],` from the bare client-first message.
 fn split_gs2_header(text: &str) -> Result<(&str, &str), ScramError> {
-    let flag_end = text.find(',').ok_or(ScramError::Malformed("no GS2 header"))?;
+    let flag_end = text
+        .find(',')
+        .ok_or(ScramError::Malformed("no GS2 header"))?;
     match &text[..flag_end] {
         "n" | "y" => {}
         flag if flag.starts_with("p=") => return Err(ScramError::ChannelBinding),
@@ -186,7 +210,10 @@ mod tests {
     fn wrong_password_and_decoy_are_refused() {
         let v = Verifier::parse(&postgres_protocol::password::scram_sha_256(b"s3cret")).unwrap();
         assert_eq!(run(v, "guess"), Err(ScramError::BadProof));
-        assert_eq!(run(Verifier::decoy(b"k", "nobody"), "guess"), Err(ScramError::BadProof));
+        assert_eq!(
+            run(Verifier::decoy(b"k", "nobody"), "guess"),
+            Err(ScramError::BadProof)
+        );
     }
 
     #[test]
@@ -194,7 +221,10 @@ mod tests {
         assert!(Verifier::parse("md5abcdef").is_none());
         assert!(Verifier::parse("SCRAM-SHA-256$0:c2FsdA==$AAAA:AAAA").is_none());
         let v = Verifier::decoy(b"k", "u");
-        assert_eq!(Exchange::start(v.clone(), b"p=tls-server-end-point,,n=,r=abc", "x").unwrap_err(), ScramError::ChannelBinding);
+        assert_eq!(
+            Exchange::start(v.clone(), b"p=tls-server-end-point,,n=,r=abc", "x").unwrap_err(),
+            ScramError::ChannelBinding
+        );
         assert!(Exchange::start(v.clone(), b"n,,n=,r=", "x").is_err());
         assert!(Exchange::start(v, b"\xff", "x").is_err());
     }

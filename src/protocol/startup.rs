@@ -112,9 +112,7 @@ fn parse_params(mut rest: &[u8]) -> Result<Vec<(String, String)>, ProtocolError>
         }
         let (name, tail) = split_cstr(rest).ok_or_else(malformed)?;
         let (value, tail) = split_cstr(tail).ok_or_else(malformed)?;
-        let text = |b: &[u8]| {
-            String::from_utf8(b.to_vec()).map_err(|_| ProtocolError::InvalidUtf8)
-        };
+        let text = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| ProtocolError::InvalidUtf8);
         params.push((text(name)?, text(value)?));
         rest = tail;
     }
@@ -128,13 +126,17 @@ pub fn parse_options(options: &str) -> Result<Vec<(String, String)>, String> {
     let mut iter = words.iter();
     while let Some(word) = iter.next() {
         let setting = if word == "-c" {
-            iter.next().ok_or("\"-c\" needs a setting after it")?.as_str()
+            iter.next()
+                .ok_or("\"-c\" needs a setting after it")?
+                .as_str()
         } else if let Some(s) = word.strip_prefix("-c") {
             s
         } else if let Some(s) = word.strip_prefix("--") {
             s
         } else {
-            return Err(format!("unsupported command-line option {word:?}; use -c name=value"));
+            return Err(format!(
+                "unsupported command-line option {word:?}; use -c name=value"
+            ));
         };
         let (name, value) = setting
             .split_once('=')
@@ -176,16 +178,25 @@ mod tests {
         let StartupPacket::Startup(s) = parse_startup_packet(&body).unwrap() else {
             panic!("not a startup")
         };
-        assert_eq!((s.param("user"), s.param("database"), s.minor_version), (Some("alice"), Some("crm"), 0));
+        assert_eq!(
+            (s.param("user"), s.param("database"), s.minor_version),
+            (Some("alice"), Some("crm"), 0)
+        );
     }
 
     #[test]
     fn requests_are_recognised() {
-        assert_eq!(parse_startup_packet(&SSL_REQUEST.to_be_bytes()).unwrap(), StartupPacket::SslRequest);
+        assert_eq!(
+            parse_startup_packet(&SSL_REQUEST.to_be_bytes()).unwrap(),
+            StartupPacket::SslRequest
+        );
         let mut cancel = CANCEL_REQUEST.to_be_bytes().to_vec();
         cancel.extend_from_slice(&7i32.to_be_bytes());
         cancel.extend_from_slice(&(-9i32).to_be_bytes());
-        assert_eq!(parse_startup_packet(&cancel).unwrap(), StartupPacket::Cancel { pid: 7, secret: -9 });
+        assert_eq!(
+            parse_startup_packet(&cancel).unwrap(),
+            StartupPacket::Cancel { pid: 7, secret: -9 }
+        );
     }
 
     #[test]
@@ -202,7 +213,9 @@ mod tests {
 
     #[test]
     fn options_are_split_like_libpq() {
-        let got = parse_options("-c pgveil.view=anonymous --search-path=a\\ b -cstatement_timeout=5").unwrap();
+        let got =
+            parse_options("-c pgveil.view=anonymous --search-path=a\\ b -cstatement_timeout=5")
+                .unwrap();
         assert_eq!(
             got,
             vec![

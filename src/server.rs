@@ -1,0 +1,187 @@
+//! The listener: shared state of all sessions, accepting connections and
+//! the routing of users to backend login roles.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::TlsAcceptor;
+
+use crate::backend::{BackendError, BackendTarget, Login, Pools};
+use crate::config::{Config, ConfigError, TlsConfig};
+use crate::protocol::messages::PgError;
+use crate::session::{self, CancelRegistry, Route};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Bad configuration or secrets.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// TLS material unusable.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// Backend settings unusable.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// What every session shares.
+pub struct ServerState {
+    /// The configuration the server started with.
+    pub config: Config,
+    /// Backend connection pools.
+    pub pools: Pools,
+    /// Cancel keys handed to clients.
+    pub cancels: CancelRegistry,
+    /// TLS for clients, when configured.
+    pub tls_acceptor: Option<TlsAcceptor>,
+    /// Seed of decoy SCRAM verifiers for unknown users.
+    pub decoy_seed: [u8; 32],
+    admin_login: Login,
+    sessions: AtomicUsize,
+}
+
+impl ServerState {
+    /// Builds the shared state from a configuration.
+    pub fn new(config: Config) -> Result<Self, ServerError> {
+        let backend = &config.backend;
+        let target = BackendTarget::new(
+            backend.host.clone(),
+            backend.port,
+            backend.database.clone(),
+            backend.tls,
+            config.timeouts.connect(),
+        )?;
+        let admin_login = Login {
+            user: backend.user.clone(),
+            password: config.backend_password()?,
+        };
+        let tls_acceptor = config.tls.as_ref().map(tls_acceptor).transpose()?;
+        Ok(ServerState {
+            pools: Pools::new(target, config.pool.max_size, config.timeouts.connect()),
+            cancels: CancelRegistry::default(),
+            tls_acceptor,
+            decoy_seed: rand::random(),
+            admin_login,
+            sessions: AtomicUsize::new(0),
+            config,
+        })
+    }
+
+    /// Decides the backend role and rewriting for a user.
+    pub fn route(&self, user: &str, requested_view: Option<&str>) -> Result<Route, PgError> {
+        if let Some(view) = requested_view {
+            return Err(PgError::fatal(
+                "42501",
+                format!("view set \"{view}\" is not available: pgveil runs without a policy"),
+            )
+            .with_hint("remove pgveil.view from the connection options"));
+        }
+        Ok(Route {
+            user: user.to_owned(),
+            view_set: "passthrough".to_owned(),
+            login: self.admin_login.clone(),
+            privileged: true,
+        })
+    }
+
+    /// Refuses a session when `max_sessions` are already open.
+    pub fn check_capacity(&self) -> Result<(), PgError> {
+        if self.sessions.load(Ordering::Acquire) > self.config.max_sessions {
+            return Err(PgError::fatal("53300", "sorry, too many clients already")
+                .with_hint("raise max_sessions in pgveil.toml or close idle sessions"));
+        }
+        Ok(())
+    }
+
+    /// Sessions currently open.
+    pub fn session_count(&self) -> usize {
+        self.sessions.load(Ordering::Acquire)
+    }
+}
+
+fn tls_acceptor(tls: &TlsConfig) -> Result<TlsAcceptor, ServerError> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path)
+            .map_err(|e| ServerError::Tls(format!("cannot read {}: {e}", path.display())))
+    };
+    let certs: Vec<CertificateDer<'static>> =
+        rustls_pemfile::certs(&mut read(&tls.cert)?.as_slice())
+            .collect::<Result<_, _>>()
+            .map_err(|e| ServerError::Tls(format!("{}: {e}", tls.cert.display())))?;
+    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut read(&tls.key)?.as_slice())
+        .map_err(|e| ServerError::Tls(format!("{}: {e}", tls.key.display())))?
+        .ok_or_else(|| ServerError::Tls(format!("{}: no private key found", tls.key.display())))?;
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
+        .map_err(|e| ServerError::Tls(e.to_string()))?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// A bound listener, ready to serve.
+pub struct Server {
+    listener: TcpListener,
+    state: Arc<ServerState>,
+}
+
+impl Server {
+    /// Validates the configuration and binds the listen address.
+    pub async fn bind(config: Config) -> Result<Server, ServerError> {
+        let addr = config.listen;
+        let state = Arc::new(ServerState::new(config)?);
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        Ok(Server { listener, state })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The state shared by this server's sessions.
+    pub fn state(&self) -> Arc<ServerState> {
+        self.state.clone()
+    }
+
+    /// Accepts connections until `shutdown` completes.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok((tcp, peer)) => self.spawn_session(tcp, peer),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                },
+                () = &mut shutdown => return,
+            }
+        }
+    }
+
+    fn spawn_session(&self, tcp: tokio::net::TcpStream, peer: SocketAddr) {
+        let state = self.state.clone();
+        state.sessions.fetch_add(1, Ordering::AcqRel);
+        tokio::spawn(async move {
+            session::run(state.clone(), tcp, peer).await;
+            state.sessions.fetch_sub(1, Ordering::AcqRel);
+        });
+    }
+}

@@ -1,0 +1,392 @@
+//! One client session: startup and authentication, choice of route and
+//! backend connection, the two pumps, and the return of the backend
+//! connection to its pool.
+
+mod cancel;
+mod handshake;
+mod pump;
+mod route;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+
+pub use cancel::CancelRegistry;
+pub use route::Route;
+
+use crate::backend::{BackendError, PooledConn, Pools};
+use crate::protocol::messages::{self, PgError};
+use crate::protocol::startup::{parse_options, Startup};
+use crate::protocol::stream::Stream;
+use crate::protocol::ProtocolError;
+use crate::server::ServerState;
+use handshake::Opening;
+use pump::{BackendEnd, ClientEnd, Tracker};
+
+/// Why a session ended early.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// An error to send to the client as it is (FATAL).
+    #[error("{}", .0.message)]
+    Client(PgError),
+    /// Authentication failed.
+    #[error("{}", .0.message)]
+    AuthFailed(PgError),
+    /// PostgreSQL could not serve the session.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// The connection failed; nobody to tell.
+    #[error("connection error: {0}")]
+    Io(#[from] std::io::Error),
+    /// Something to log but not to tell the client (e.g. a failed TLS handshake).
+    #[error("{0}")]
+    Silent(String),
+}
+
+impl From<ProtocolError> for SessionError {
+    fn from(e: ProtocolError) -> Self {
+        SessionError::from_client_protocol(e)
+    }
+}
+
+impl SessionError {
+    /// A protocol violation by the client ends its session with FATAL.
+    pub fn from_client_protocol(e: ProtocolError) -> Self {
+        match e {
+            ProtocolError::Io(io) => SessionError::Silent(io.to_string()),
+            other => SessionError::Client(PgError::fatal(other.sqlstate(), other.to_string())),
+        }
+    }
+
+    /// The FATAL error the client should see, if any.
+    fn client_error(&self) -> Option<PgError> {
+        match self {
+            SessionError::Client(e) | SessionError::AuthFailed(e) => Some(e.clone()),
+            SessionError::Backend(e) => Some(e.to_client_error()),
+            SessionError::Io(_) | SessionError::Silent(_) => None,
+        }
+    }
+}
+
+/// Runs one client connection to its end.
+pub async fn run(state: Arc<ServerState>, tcp: TcpStream, peer: SocketAddr) {
+    let _ = tcp.set_nodelay(true);
+    let startup_limit = state.config.timeouts.startup();
+    let started = tokio::time::timeout(startup_limit, start(&state, tcp)).await;
+    let (mut stream, route, mut conn) = match started {
+        Ok(Ok(Some(ready))) => ready,
+        Ok(Ok(None)) => return,
+        Ok(Err((stream, e))) => return report_startup_failure(stream, e, peer).await,
+        Err(_) => {
+            tracing::info!(%peer, "startup timed out");
+            return;
+        }
+    };
+    tracing::debug!(%peer, user = %route.user, view_set = %route.view_set, "session started");
+    let client_key = state.cancels.register(conn.cancel_key.clone());
+    let reusable = run_pumps(&state, &mut stream, &route, &mut conn, client_key).await;
+    state.cancels.unregister(client_key);
+    if !reusable && !conn.broken {
+        crate::backend::send_cancel(&conn.cancel_key).await;
+    }
+    Pools::release(conn, reusable).await;
+}
+
+type Started = (Stream, Route, PooledConn);
+
+/// Everything before the pumps; on failure hands back the stream (when
+/// there is one) so the error can be reported.
+async fn start(
+    state: &ServerState,
+    tcp: TcpStream,
+) -> Result<Option<Started>, (Option<Stream>, SessionError)> {
+    let (mut stream, startup) = match handshake::open(state, tcp).await {
+        Ok(Opening::Session(stream, startup)) => (stream, startup),
+        Ok(Opening::Cancelled) => return Ok(None),
+        Err(e) => return Err((None, e)),
+    };
+    match establish(state, &mut stream, &startup).await {
+        Ok((route, conn)) => Ok(Some((stream, route, conn))),
+        Err(e) => Err((Some(stream), e)),
+    }
+}
+
+async fn establish(
+    state: &ServerState,
+    stream: &mut Stream,
+    startup: &Startup,
+) -> Result<(Route, PooledConn), SessionError> {
+    negotiate_protocol(stream, startup).await?;
+    state.check_capacity().map_err(SessionError::Client)?;
+    let user = startup
+        .param("user")
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| {
+            SessionError::Client(PgError::fatal(
+                "28000",
+                "no PostgreSQL user name specified in startup packet",
+            ))
+        })?;
+    check_database(state, startup.param("database").unwrap_or(user))?;
+    if startup
+        .param("replication")
+        .is_some_and(|r| r != "false" && r != "0" && r != "off")
+    {
+        return Err(SessionError::Client(PgError::fatal(
+            "0A000",
+            "pgveil does not proxy replication connections",
+        )));
+    }
+    let settings = client_settings(startup)?;
+    handshake::authenticate(state, stream, user).await?;
+    let requested_view = settings
+        .iter()
+        .find(|(k, _)| k == "pgveil.view")
+        .map(|(_, v)| v.as_str());
+    let route = state
+        .route(user, requested_view)
+        .map_err(SessionError::Client)?;
+    check_settings(&route, &settings)?;
+    let mut conn = acquire(state, &route, &settings).await?;
+    let mut out = BytesMut::new();
+    for (name, value) in &conn.params {
+        messages::parameter_status(name, value, &mut out);
+    }
+    conn.status = b'I';
+    stream.write_all(&out).await?;
+    Ok((route, conn))
+}
+
+/// Answers a request for a newer protocol minor version or `_pq_` options
+/// with NegotiateProtocolVersion, as PostgreSQL does.
+async fn negotiate_protocol(stream: &mut Stream, startup: &Startup) -> Result<(), SessionError> {
+    let unrecognized: Vec<String> = startup
+        .params
+        .iter()
+        .filter(|(k, _)| k.starts_with("_pq_."))
+        .map(|(k, _)| k.clone())
+        .collect();
+    if startup.minor_version > 0 || !unrecognized.is_empty() {
+        let mut out = BytesMut::new();
+        messages::negotiate_protocol_version(&unrecognized, &mut out);
+        stream.write_all(&out).await?;
+    }
+    Ok(())
+}
+
+fn check_database(state: &ServerState, database: &str) -> Result<(), SessionError> {
+    let expected = &state.config.backend.database;
+    if database == expected {
+        return Ok(());
+    }
+    Err(SessionError::Client(
+        PgError::fatal("3D000", format!("database \"{database}\" does not exist")).with_hint(
+            format!("pgveil serves the database \"{expected}\"; connect with dbname={expected}"),
+        ),
+    ))
+}
+
+/// The settings a client asked for in its startup packet, `options`
+/// expanded, in the order given.
+fn client_settings(startup: &Startup) -> Result<Vec<(String, String)>, SessionError> {
+    let mut settings = Vec::new();
+    for (name, value) in &startup.params {
+        match name.as_str() {
+            "user" | "database" | "replication" => {}
+            n if n.starts_with("_pq_.") => {}
+            "options" => settings.extend(parse_options(value).map_err(|e| {
+                SessionError::Client(PgError::fatal(
+                    "22023",
+                    format!("invalid startup options: {e}"),
+                ))
+            })?),
+            _ => settings.push((name.clone(), value.clone())),
+        }
+    }
+    Ok(settings)
+}
+
+/// Refuses startup settings that would change identity, name resolution or
+/// the encoding pgveil parses in.
+fn check_settings(route: &Route, settings: &[(String, String)]) -> Result<(), SessionError> {
+    for (name, value) in settings {
+        let lower = name.to_ascii_lowercase();
+        let refused = match lower.as_str() {
+            "client_encoding" => !is_utf8_compatible(value),
+            "pgveil.view" => false,
+            n if n.starts_with("pgveil.") => true,
+            "role" | "session_authorization" | "search_path" | "standard_conforming_strings" => {
+                !route.privileged
+            }
+            _ => false,
+        };
+        if refused {
+            return Err(SessionError::Client(
+                PgError::fatal(
+                    "42501",
+                    format!(
+                        "pgveil does not allow setting \"{name}\" to \"{value}\" at connect time"
+                    ),
+                )
+                .with_hint(if lower == "client_encoding" {
+                    "use client_encoding UTF8 (PGCLIENTENCODING=UTF8)"
+                } else {
+                    "remove the setting from the connection options"
+                }),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// UTF8 and SQL_ASCII (bytes passed as they are) can be parsed safely.
+fn is_utf8_compatible(encoding: &str) -> bool {
+    let normalized: String = encoding
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    matches!(normalized.as_str(), "utf8" | "unicode" | "sqlascii")
+}
+
+/// Takes a backend connection for the route and applies the client's
+/// settings; a pooled connection that turns out dead is replaced.
+async fn acquire(
+    state: &ServerState,
+    route: &Route,
+    settings: &[(String, String)],
+) -> Result<PooledConn, SessionError> {
+    let apply = settings_sql(settings);
+    let mut last_error = None;
+    for _ in 0..3 {
+        let mut conn = state.pools.get(&route.login).await?;
+        match conn.execute(&apply).await {
+            Ok(()) => return Ok(conn),
+            Err(BackendError::Server(e)) => {
+                Pools::release(conn, true).await;
+                return Err(SessionError::Client(PgError {
+                    severity: messages::Severity::Fatal,
+                    ..e
+                }));
+            }
+            Err(e) => {
+                conn.broken = true;
+                Pools::release(conn, false).await;
+                last_error = Some(e);
+            }
+        }
+    }
+    Err(last_error.map_or_else(
+        || SessionError::Silent("no backend connection".into()),
+        SessionError::Backend,
+    ))
+}
+
+/// One statement applying all client settings (also proves the connection alive).
+fn settings_sql(settings: &[(String, String)]) -> String {
+    let calls: Vec<String> = settings
+        .iter()
+        .filter(|(name, _)| !name.starts_with("pgveil."))
+        .map(|(name, value)| {
+            format!(
+                "pg_catalog.set_config({}, {}, false)",
+                quote_literal(name),
+                quote_literal(value)
+            )
+        })
+        .collect();
+    if calls.is_empty() {
+        "SELECT 1".to_owned()
+    } else {
+        format!("SELECT {}", calls.join(", "))
+    }
+}
+
+/// An escape-string literal, safe whatever standard_conforming_strings is.
+fn quote_literal(text: &str) -> String {
+    format!("E'{}'", text.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+async fn report_startup_failure(stream: Option<Stream>, error: SessionError, peer: SocketAddr) {
+    match &error {
+        SessionError::AuthFailed(_) => tracing::warn!(%peer, "{error}"),
+        SessionError::Io(_) | SessionError::Silent(_) => tracing::debug!(%peer, "{error}"),
+        _ => tracing::info!(%peer, "session refused: {error}"),
+    }
+    if let (Some(mut stream), Some(pg_error)) = (stream, error.client_error()) {
+        let mut out = BytesMut::new();
+        pg_error.encode(&mut out);
+        let _ = stream.write_all(&out).await;
+        let _ = stream.shutdown().await;
+    }
+}
+
+/// Sends the end of startup, runs both pumps, and says whether the backend
+/// connection is clean enough to pool again.
+async fn run_pumps(
+    state: &ServerState,
+    stream: &mut Stream,
+    route: &Route,
+    conn: &mut PooledConn,
+    client_key: (i32, i32),
+) -> bool {
+    let mut out = BytesMut::new();
+    messages::backend_key_data(client_key.0, client_key.1, &mut out);
+    messages::ready_for_query_idle(&mut out);
+    if stream.write_all(&out).await.is_err() {
+        return true;
+    }
+    let tracker = Tracker::default();
+    let (fatal_tx, fatal_rx) = oneshot::channel();
+    let conn = &mut **conn;
+    let (mut client_rd, mut client_wr) = stream.split();
+    let (mut backend_rd, mut backend_wr) = conn.stream.split();
+    let config = &state.config;
+    let c2b = pump::client_to_backend(
+        &mut client_rd,
+        &mut backend_wr,
+        route,
+        &tracker,
+        config.max_message_bytes,
+        config.timeouts.idle(),
+    );
+    let b2c = pump::backend_to_client(
+        &mut backend_rd,
+        &mut client_wr,
+        &tracker,
+        &mut conn.status,
+        &mut conn.params,
+        fatal_rx,
+    );
+    tokio::pin!(c2b, b2c);
+    let (client_end, backend_end) = tokio::select! {
+        end = &mut c2b => {
+            match end {
+                Ok(end) => (Some(end), None),
+                Err(e) => {
+                    if let Some(error) = e.client_error() {
+                        let _ = fatal_tx.send(error);
+                        (None, Some(b2c.await))
+                    } else {
+                        (None, None)
+                    }
+                }
+            }
+        }
+        end = &mut b2c => (None, Some(end)),
+    };
+    match backend_end {
+        Some(BackendEnd::BackendGone) => {
+            conn.broken = true;
+            false
+        }
+        _ => {
+            matches!(client_end, Some(ClientEnd::Terminated | ClientEnd::Closed))
+                && tracker.caught_up()
+        }
+    }
+}
