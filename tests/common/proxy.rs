@@ -1,0 +1,111 @@
+//! A pgveil server running in this test process, in front of the shared
+//! test cluster. Each call starts a new server on a free port with its own
+//! runtime thread; it lives until the test process ends.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use pgveil::config::Config;
+use pgveil::server::Server;
+
+/// The password of every proxy user the fixture creates.
+pub const USER_PASSWORD: &str = "veil-test-pw";
+
+/// A running proxy and how to reach it.
+pub struct Proxy {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The database it serves.
+    pub database: String,
+    /// Proxy users (all with [`USER_PASSWORD`]).
+    pub users: Vec<String>,
+    /// Directory holding its configuration and secrets.
+    pub dir: PathBuf,
+}
+
+impl Proxy {
+    /// A libpq connection string for a proxy user.
+    pub fn dsn(&self, user: &str) -> String {
+        format!(
+            "host={} port={} user={user} password={USER_PASSWORD} dbname={} sslmode=disable",
+            self.addr.ip(),
+            self.addr.port(),
+            self.database
+        )
+    }
+
+    /// A tokio-postgres configuration for a proxy user.
+    pub fn pg_config(&self, user: &str) -> tokio_postgres::Config {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host(self.addr.ip().to_string())
+            .port(self.addr.port())
+            .user(user)
+            .password(USER_PASSWORD)
+            .dbname(&self.database);
+        config
+    }
+
+    /// Connects with tokio-postgres as a proxy user.
+    pub async fn connect(&self, user: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let (client, connection) = self.pg_config(user).connect(tokio_postgres::NoTls).await?;
+        tokio::spawn(connection);
+        Ok(client)
+    }
+}
+
+/// Options for [`start`].
+#[derive(Default)]
+pub struct ProxyOptions {
+    /// Extra top-level TOML lines (before any table).
+    pub top: String,
+    /// Extra lines inside `[backend]`.
+    pub backend: String,
+    /// Extra TOML tables appended at the end.
+    pub tables: String,
+    /// The cluster to front (default: the shared one).
+    pub cluster: Option<&'static pgveil::cluster::Cluster>,
+}
+
+/// Starts a proxy for `database` with users `users`.
+pub fn start(database: &str, users: &[&str], options: ProxyOptions) -> Proxy {
+    let cluster = options.cluster.unwrap_or_else(super::cluster);
+    let dir = tempfile::tempdir().expect("temp dir").keep();
+    std::fs::write(dir.join("backend.pw"), cluster.password()).expect("write password");
+    let mut toml = format!("listen = \"127.0.0.1:0\"\n{}\n", options.top);
+    toml.push_str(&format!(
+        "[backend]\nhost = \"{}\"\nport = {}\ndatabase = \"{database}\"\nuser = \"{}\"\npassword_file = \"backend.pw\"\ntls = \"disable\"\n{}\n",
+        cluster.host(),
+        cluster.port(),
+        cluster.superuser(),
+        options.backend
+    ));
+    toml.push_str(&options.tables);
+    for user in users {
+        let verifier = postgres_protocol::password::scram_sha_256(USER_PASSWORD.as_bytes());
+        toml.push_str(&format!("\n[[users]]\nname = \"{user}\"\nscram = \"{verifier}\"\n"));
+    }
+    let path = dir.join("pgveil.toml");
+    std::fs::write(&path, &toml).expect("write config");
+    let config = Config::load(&path).unwrap_or_else(|e| panic!("test config invalid: {e}\n{toml}"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let server = Server::bind(config).await.expect("bind proxy");
+            tx.send(server.local_addr().expect("local addr")).expect("send addr");
+            server.run(std::future::pending()).await;
+        });
+    });
+    let addr = rx.recv().expect("proxy started");
+    Proxy {
+        addr,
+        database: database.to_owned(),
+        users: users.iter().map(|u| (*u).to_owned()).collect(),
+        dir,
+    }
+}
