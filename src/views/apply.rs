@@ -107,7 +107,7 @@ WITH managed_schemas AS (
     WHERE n.nspname = ANY ($1::text[])
        OR obj_description(n.oid, 'pg_namespace') LIKE '__SCHEMA_MARK__%'
 ), managed_roles AS (
-    SELECT r.oid, r.* FROM pg_roles r
+    SELECT r.* FROM pg_roles r
     WHERE r.rolname = ANY ($2::text[])
        OR shobj_description(r.oid, 'pg_authid') LIKE '__ROLE_MARK__%'
 )
@@ -115,7 +115,7 @@ SELECT 'schema ' || s.nspname || ' acl=' || coalesce(n.nspacl::text, '')
        || ' comment=' || coalesce(obj_description(n.oid, 'pg_namespace'), '')
 FROM managed_schemas s JOIN pg_namespace n ON n.oid = s.oid
 UNION ALL
-SELECT 'relation ' || s.nspname || '.' || c.relname || ' kind=' || c.relkind
+SELECT 'relation ' || s.nspname || '.' || c.relname || ' kind=' || c.relkind::text
        || ' options=' || coalesce(c.reloptions::text, '') || ' acl=' || coalesce(c.relacl::text, '')
        || ' def=' || coalesce(pg_get_viewdef(c.oid), '')
 FROM pg_class c JOIN managed_schemas s ON s.oid = c.relnamespace
