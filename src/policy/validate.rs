@@ -279,15 +279,11 @@ impl Validator<'_> {
     fn view_set_kind(&mut self, name: &str, set: &ViewSetDef, loc: Option<Location>) {
         let writes = !set.write.is_empty() || !set.delete.is_empty();
         match set.kind {
-            ViewKind::Anonymous => {
-                if set.min_group_size.is_none_or(|k| k < 2) {
-                    self.push(
-                        loc.clone(),
-                        format!("view set {name}: anonymous view sets need min_group_size of at least 2"),
-                        "add min_group_size = 5 (or another k)",
-                    );
-                }
-            }
+            ViewKind::Anonymous if set.min_group_size.is_none_or(|k| k < 2) => self.push(
+                loc.clone(),
+                format!("view set {name}: anonymous view sets need min_group_size of at least 2"),
+                "add min_group_size = 5 (or another k)",
+            ),
             ViewKind::OptOut if set.purpose.is_none() => self.push(
                 loc.clone(),
                 format!("view set {name}: opt_out view sets need a purpose"),
@@ -513,7 +509,7 @@ fn ranges(spec: &MaskSpec) -> Result<(), (String, String)> {
             "give keep_first and/or keep_last",
         );
     }
-    if spec.width.is_some_and(|w| !(w > 0.0)) {
+    if spec.width.is_some_and(|w| w.is_nan() || w <= 0.0) {
         return bad(
             "generalize width must be positive",
             "use e.g. width = 10000",
@@ -525,7 +521,10 @@ fn ranges(spec: &MaskSpec) -> Result<(), (String, String)> {
             "use e.g. prefix = 2",
         );
     }
-    if spec.amount.is_some_and(|a| !(a > 0.0 && a < 1.0)) {
+    if spec
+        .amount
+        .is_some_and(|a| a.is_nan() || a <= 0.0 || a >= 1.0)
+    {
         return bad(
             "noise amount must be between 0 and 1",
             "use e.g. amount = 0.05 for ±5 %",

@@ -425,6 +425,9 @@ impl ViewBuilder<'_, '_> {
         if let Some(s) = &self.def.subject {
             return Some(s.clone());
         }
+        if let Some(consent) = policy_consent_of(self.b.policy, self.table) {
+            return Some(consent);
+        }
         self.base
             .foreign_keys
             .iter()
@@ -488,5 +491,215 @@ impl ViewBuilder<'_, '_> {
             .iter()
             .find(|fk| fk.ref_table == subject.table)
             .map(|fk| fk.column.clone())
+    }
+}
+
+/// The subject column of `table` if it is the consents table.
+fn policy_consent_of(policy: &Policy, table: &str) -> Option<String> {
+    policy
+        .consent()
+        .filter(|c| c.table == table)
+        .map(|c| c.subject_column.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::policy::Source;
+    use crate::views::catalog::{CatalogColumn, ForeignKey, TypeCategory};
+    use crate::views::secret::mask_key;
+
+    fn col(name: &str, type_name: &str, category: TypeCategory) -> CatalogColumn {
+        CatalogColumn {
+            name: name.into(),
+            type_name: type_name.into(),
+            category,
+        }
+    }
+
+    fn catalog() -> Catalog {
+        let customers = CatalogTable {
+            columns: vec![
+                col("customer_id", "bigint", TypeCategory::Integer),
+                col("email", "text", TypeCategory::Text),
+                col("born", "date", TypeCategory::Date),
+                col("region", "text", TypeCategory::Text),
+                col("notes", "text", TypeCategory::Text),
+            ],
+            primary_key: vec!["customer_id".into()],
+            ..CatalogTable::default()
+        };
+        let orders = CatalogTable {
+            columns: vec![
+                col("order_id", "bigint", TypeCategory::Integer),
+                col("customer_id", "bigint", TypeCategory::Integer),
+            ],
+            primary_key: vec!["order_id".into()],
+            foreign_keys: vec![ForeignKey {
+                column: "customer_id".into(),
+                ref_table: "customers".into(),
+                ref_column: "customer_id".into(),
+            }],
+            ..CatalogTable::default()
+        };
+        let consents = CatalogTable {
+            columns: vec![
+                col("customer_id", "bigint", TypeCategory::Integer),
+                col("purpose", "text", TypeCategory::Text),
+                col("granted", "boolean", TypeCategory::Boolean),
+            ],
+            ..CatalogTable::default()
+        };
+        Catalog {
+            tables: [
+                ("customers".to_string(), customers),
+                ("orders".to_string(), orders),
+                ("consents".to_string(), consents),
+            ]
+            .into_iter()
+            .collect(),
+        }
+    }
+
+    const POLICY: &str = r#"
+[subject]
+table = "customers"
+key = "customer_id"
+
+[consent]
+table = "consents"
+subject_column = "customer_id"
+purpose_column = "purpose"
+granted_column = "granted"
+
+[tables.customers.columns]
+customer_id = { class = "identity", kind = "id" }
+email = { class = "identity", kind = "email", standard = "email" }
+born = { class = "personal", kind = "date_of_birth" }
+region = "non_personal"
+
+[tables.orders.columns]
+order_id = "non_personal"
+customer_id = { class = "identity", kind = "id" }
+
+[tables.consents.columns]
+customer_id = { class = "identity", kind = "id" }
+purpose = "non_personal"
+granted = "non_personal"
+
+[view_sets.sales]
+kind = "standard"
+row_filters = { customers = "region = $user.region" }
+write = { customers = ["identity", "non_personal"] }
+
+[view_sets.anon]
+kind = "anonymous"
+min_group_size = 3
+
+[view_sets.mkt]
+kind = "opt_out"
+purpose = "direct_marketing"
+
+[roles.rep]
+view_sets = ["sales"]
+
+[roles.analyst]
+view_sets = ["anon", "mkt"]
+
+[users.alice]
+role = "rep"
+attributes = { region = "north" }
+
+[users.ana]
+role = "analyst"
+"#;
+
+    fn policy(text: &str) -> Policy {
+        Policy::from_sources(vec![Source {
+            path: PathBuf::from("p.toml"),
+            text: text.into(),
+        }])
+        .unwrap()
+    }
+
+    fn ddl(text: &str) -> Vec<String> {
+        render(&plan(&policy(text), &catalog(), b"secret", "fp").unwrap())
+    }
+
+    fn view<'a>(ddl: &'a [String], name: &str) -> &'a str {
+        let prefix = format!("CREATE VIEW {name} ");
+        ddl.iter()
+            .find(|s| s.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no view {name}"))
+    }
+
+    #[test]
+    fn standard_view_masks_filters_and_checks_writes() {
+        let ddl = ddl(POLICY);
+        let v = view(&ddl, "\"veil_sales\".\"customers\"");
+        assert!(v.contains("WITH (security_barrier = true)"));
+        assert!(v.contains("'***@'"), "{v}");
+        assert!(v.contains("date_trunc('year', t.\"born\")::date AS \"born\""), "{v}");
+        assert!(!v.contains("notes"), "unclassified column leaked: {v}");
+        assert!(v.contains("a.login_role = current_user::text AND a.attribute = 'region'"));
+        assert!(v.ends_with("WITH CASCADED CHECK OPTION"), "{v}");
+        assert!(ddl.contains(
+            &"GRANT INSERT (\"customer_id\", \"region\"), UPDATE (\"customer_id\", \"region\") ON \"veil_sales\".\"customers\" TO \"veil_sales__region_north\"".to_string()
+        ));
+        assert!(!ddl.iter().any(|s| s.contains("TO \"veil_sales\"")));
+    }
+
+    #[test]
+    fn anonymous_view_pseudonymizes_with_keyed_hash() {
+        let ddl = ddl(POLICY);
+        let v = view(&ddl, "\"veil_anon\".\"orders\"");
+        assert!(v.contains("'customer_id:' || (t.\"customer_id\")::text"), "{v}");
+        assert!(v.contains("k.view_set = 'anon' AND k.purpose = 'pseudonym'"), "{v}");
+        assert!(v.contains("::bit(64)::bigint AS \"customer_id\""), "{v}");
+        assert!(!v.contains("CHECK OPTION"));
+        assert!(!ddl.iter().any(|s| s.starts_with("GRANT INSERT") && s.contains("veil_anon")));
+    }
+
+    #[test]
+    fn opt_out_view_filters_every_table_referencing_the_subject() {
+        let ddl = ddl(POLICY);
+        for table in ["customers", "orders", "consents"] {
+            let v = view(&ddl, &format!("\"veil_mkt\".\"{table}\""));
+            assert!(
+                v.contains("NOT EXISTS (SELECT 1 FROM \"public\".\"consents\" c WHERE c.\"customer_id\" = t.\"customer_id\" AND c.\"purpose\" = 'direct_marketing' AND c.\"granted\" IS FALSE)"),
+                "{v}"
+            );
+        }
+    }
+
+    #[test]
+    fn key_material_is_never_printed() {
+        let ddl = ddl(POLICY).join("\n");
+        let (ipad, _) = hmac_pads(&mask_key(b"secret", "anon", "pseudonym"));
+        let hex: String = ipad.iter().map(|b| format!("{b:02x}")).collect();
+        assert!(!ddl.contains(&hex));
+        assert!(ddl.contains("-- mask keys for anon/pseudonym, anon/noise"), "{ddl}");
+    }
+
+    #[test]
+    fn masks_that_do_not_fit_the_type_are_reported_with_their_line() {
+        let text = POLICY.replace(
+            "born = { class = \"personal\", kind = \"date_of_birth\" }",
+            "born = { class = \"personal\", standard = { mask = \"partial\", keep_last = 2 } }",
+        );
+        let problems = plan(&policy(&text), &catalog(), b"s", "fp").unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].message.contains("mask `partial` fits text columns, not date"));
+        let line = text.lines().position(|l| l.starts_with("born")).unwrap() + 1;
+        assert_eq!(problems[0].location.as_ref().unwrap().line, line);
+    }
+
+    #[test]
+    fn missing_table_is_a_problem() {
+        let text = format!("{POLICY}\n[tables.ghosts.columns]\nid = \"non_personal\"\n");
+        let problems = plan(&policy(&text), &catalog(), b"s", "fp").unwrap_err();
+        assert!(problems[0].message.contains("table ghosts does not exist"));
     }
 }
