@@ -641,7 +641,10 @@ role = "analyst"
         let v = view(&ddl, "\"veil_sales\".\"customers\"");
         assert!(v.contains("WITH (security_barrier = true)"));
         assert!(v.contains("'***@'"), "{v}");
-        assert!(v.contains("date_trunc('year', t.\"born\")::date AS \"born\""), "{v}");
+        assert!(
+            v.contains("date_trunc('year', t.\"born\")::date AS \"born\""),
+            "{v}"
+        );
         assert!(!v.contains("notes"), "unclassified column leaked: {v}");
         assert!(v.contains("a.login_role = current_user::text AND a.attribute = 'region'"));
         assert!(v.ends_with("WITH CASCADED CHECK OPTION"), "{v}");
@@ -655,11 +658,19 @@ role = "analyst"
     fn anonymous_view_pseudonymizes_with_keyed_hash() {
         let ddl = ddl(POLICY);
         let v = view(&ddl, "\"veil_anon\".\"orders\"");
-        assert!(v.contains("'customer_id:' || (t.\"customer_id\")::text"), "{v}");
-        assert!(v.contains("k.view_set = 'anon' AND k.purpose = 'pseudonym'"), "{v}");
+        assert!(
+            v.contains("'customer_id:' || (t.\"customer_id\")::text"),
+            "{v}"
+        );
+        assert!(
+            v.contains("k.view_set = 'anon' AND k.purpose = 'pseudonym'"),
+            "{v}"
+        );
         assert!(v.contains("::bit(64)::bigint AS \"customer_id\""), "{v}");
         assert!(!v.contains("CHECK OPTION"));
-        assert!(!ddl.iter().any(|s| s.starts_with("GRANT INSERT") && s.contains("veil_anon")));
+        assert!(!ddl
+            .iter()
+            .any(|s| s.starts_with("GRANT INSERT") && s.contains("veil_anon")));
     }
 
     #[test]
@@ -680,7 +691,10 @@ role = "analyst"
         let (ipad, _) = hmac_pads(&mask_key(b"secret", "anon", "pseudonym"));
         let hex: String = ipad.iter().map(|b| format!("{b:02x}")).collect();
         assert!(!ddl.contains(&hex));
-        assert!(ddl.contains("-- mask keys for anon/pseudonym, anon/noise"), "{ddl}");
+        assert!(
+            ddl.contains("-- mask keys for anon/pseudonym, anon/noise"),
+            "{ddl}"
+        );
     }
 
     #[test]
@@ -691,7 +705,9 @@ role = "analyst"
         );
         let problems = plan(&policy(&text), &catalog(), b"s", "fp").unwrap_err();
         assert_eq!(problems.len(), 1, "{problems:?}");
-        assert!(problems[0].message.contains("mask `partial` fits text columns, not date"));
+        assert!(problems[0]
+            .message
+            .contains("mask `partial` fits text columns, not date"));
         let line = text.lines().position(|l| l.starts_with("born")).unwrap() + 1;
         assert_eq!(problems[0].location.as_ref().unwrap().line, line);
     }
@@ -701,5 +717,14 @@ role = "analyst"
         let text = format!("{POLICY}\n[tables.ghosts.columns]\nid = \"non_personal\"\n");
         let problems = plan(&policy(&text), &catalog(), b"s", "fp").unwrap_err();
         assert!(problems[0].message.contains("table ghosts does not exist"));
+    }
+
+    #[test]
+    fn fingerprint_follows_meaning_not_formatting() {
+        let a = crate::views::fingerprint(&policy(POLICY));
+        let reformatted = format!("# a comment\n{POLICY}\n\n");
+        assert_eq!(a, crate::views::fingerprint(&policy(&reformatted)));
+        let changed = POLICY.replace("min_group_size = 3", "min_group_size = 4");
+        assert_ne!(a, crate::views::fingerprint(&policy(&changed)));
     }
 }
