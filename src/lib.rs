@@ -7,7 +7,9 @@
 
 pub mod backend;
 pub mod config;
+pub mod policy;
 pub mod protocol;
 pub mod rewrite;
 pub mod server;
 pub mod session;
+pub mod views;
