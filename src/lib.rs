@@ -7,6 +7,7 @@
 
 pub mod backend;
 pub mod config;
+pub mod control;
 pub mod policy;
 pub mod protocol;
 pub mod rewrite;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use pgveil::config::Config;
 
 /// A privacy-view SQL proxy for PostgreSQL CRM databases.
 #[derive(Parser)]
@@ -24,6 +25,35 @@ enum Command {
         /// The configuration file.
         #[arg(long, short, default_value = "pgveil.toml")]
         config: PathBuf,
+    },
+    /// Install the policy's privacy views, schemas and login roles.
+    Apply {
+        /// The configuration file.
+        #[arg(long, short, default_value = "pgveil.toml")]
+        config: PathBuf,
+        /// Print the DDL instead of running it.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Validate the policy against the live database catalog (exit code 1 on errors).
+    Check {
+        /// The configuration file.
+        #[arg(long, short, default_value = "pgveil.toml")]
+        config: PathBuf,
+    },
+    /// Show the view set a user gets and how one statement is rewritten.
+    Explain {
+        /// The configuration file.
+        #[arg(long, short, default_value = "pgveil.toml")]
+        config: PathBuf,
+        /// The proxy user.
+        #[arg(long)]
+        user: String,
+        /// The view set asked for (as with options=-c pgveil.view=...).
+        #[arg(long)]
+        view: Option<String>,
+        /// The SQL statement.
+        sql: String,
     },
     /// Print a SCRAM-SHA-256 verifier for a user's password (read from
     /// standard input, or asked for on a terminal).
@@ -70,15 +100,48 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve { config } => serve(config).await,
         Command::Passwd { user } => passwd(&user),
+        Command::Apply { config, dry_run } => {
+            let config = Config::load(&config)?;
+            print!("{}", pgveil::control::apply(&config, dry_run).await?);
+            Ok(())
+        }
+        Command::Check { config } => {
+            let config = Config::load(&config)?;
+            let (report, errors) = pgveil::control::check(&config).await?;
+            print!("{report}");
+            anyhow::ensure!(!errors, "the policy has errors");
+            Ok(())
+        }
+        Command::Explain { config, user, view, sql } => {
+            let config = Config::load(&config)?;
+            print!("{}", pgveil::control::explain(&config, &user, view.as_deref(), &sql)?);
+            Ok(())
+        }
     }
 }
 
 async fn serve(path: PathBuf) -> anyhow::Result<()> {
-    let config = pgveil::config::Config::load(&path)?;
+    let config = Config::load(&path)?;
     let server = pgveil::server::Server::bind(config).await?;
     tracing::info!(addr = %server.local_addr()?, "pgveil listening");
+    tokio::spawn(reload_on_sighup(server.state()));
     server.run(shutdown_signal()).await;
     Ok(())
+}
+
+/// Reloads the policy on each SIGHUP; a bad policy is logged and ignored.
+async fn reload_on_sighup(state: std::sync::Arc<pgveil::server::ServerState>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; policy reload disabled");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        match state.reload_policy().await {
+            Ok(()) => tracing::info!("policy reloaded"),
+            Err(e) => tracing::error!("policy reload failed, the previous policy stays in force: {e}"),
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -10,8 +10,13 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
 
+use arc_swap::ArcSwapOption;
+
 use crate::backend::{BackendError, BackendTarget, Login, Pools};
 use crate::config::{Config, ConfigError, TlsConfig};
+use crate::control::{self, ControlError, PolicyRuntime};
+use crate::policy::ViewKind;
+use crate::rewrite::Target;
 use crate::protocol::messages::PgError;
 use crate::session::{self, CancelRegistry, Route};
 
@@ -27,6 +32,9 @@ pub enum ServerError {
     /// Backend settings unusable.
     #[error(transparent)]
     Backend(#[from] BackendError),
+    /// Policy, views or the control plane.
+    #[error(transparent)]
+    Control(#[from] ControlError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -51,11 +59,14 @@ pub struct ServerState {
     pub decoy_seed: [u8; 32],
     admin_login: Login,
     sessions: AtomicUsize,
+    policy: ArcSwapOption<PolicyRuntime>,
+    control: Option<deadpool_postgres::Pool>,
 }
 
 impl ServerState {
-    /// Builds the shared state from a configuration.
-    pub fn new(config: Config) -> Result<Self, ServerError> {
+    /// Builds the shared state from a configuration; with a policy, checks
+    /// that its views are installed.
+    pub async fn new(config: Config) -> Result<Self, ServerError> {
         let backend = &config.backend;
         let target = BackendTarget::new(
             backend.host.clone(),
@@ -69,7 +80,17 @@ impl ServerState {
             password: config.backend_password()?,
         };
         let tls_acceptor = config.tls.as_ref().map(tls_acceptor).transpose()?;
+        let (control, policy) = match config.policy {
+            Some(_) => {
+                let pool = control::admin_pool(&config)?;
+                let runtime = PolicyRuntime::load(&config, &pool).await?;
+                (Some(pool), Some(Arc::new(runtime)))
+            }
+            None => (None, None),
+        };
         Ok(ServerState {
+            policy: ArcSwapOption::new(policy),
+            control,
             pools: Pools::new(target, config.pool.max_size, config.timeouts.connect()),
             cancels: CancelRegistry::default(),
             tls_acceptor,
@@ -142,7 +163,7 @@ impl Server {
     /// Validates the configuration and binds the listen address.
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
         let addr = config.listen;
-        let state = Arc::new(ServerState::new(config)?);
+        let state = Arc::new(ServerState::new(config).await?);
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| ServerError::Bind { addr, source })?;

@@ -1,11 +1,13 @@
 //! Where one session's statements go: the backend login role and the
 //! rewriting that applies to its view set.
 
+use std::sync::Arc;
+
 use crate::backend::Login;
-use crate::rewrite::Verdict;
+use crate::rewrite::{Rewriter, Target, Verdict};
 
 /// The backend role a session logs in as and how its SQL is rewritten.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Route {
     /// The proxy user.
     pub user: String,
@@ -16,11 +18,16 @@ pub struct Route {
     /// Whether the session may change `search_path`, `role` and similar
     /// settings at startup (only the administrator).
     pub privileged: bool,
+    /// The rewriter and this session's target; None without a policy.
+    pub rewriter: Option<(Arc<Rewriter>, Target)>,
 }
 
 impl Route {
     /// Decides what happens to one statement text.
-    pub fn rewrite(&self, _sql: &str) -> Verdict {
-        Verdict::Forward
+    pub fn rewrite(&self, sql: &str) -> Verdict {
+        match &self.rewriter {
+            Some((rewriter, target)) => rewriter.rewrite(target, sql),
+            None => Verdict::Forward,
+        }
     }
 }

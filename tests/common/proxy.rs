@@ -69,12 +69,17 @@ pub struct ProxyOptions {
 
 /// Starts a proxy for `database` with users `users`.
 pub fn start(database: &str, users: &[&str], options: ProxyOptions) -> Proxy {
+    start_with_backend_tls(database, users, options, "disable")
+}
+
+/// Like [`start`], with `backend.tls` set to `tls`.
+pub fn start_with_backend_tls(database: &str, users: &[&str], options: ProxyOptions, tls: &str) -> Proxy {
     let cluster = options.cluster.unwrap_or_else(super::cluster);
     let dir = tempfile::tempdir().expect("temp dir").keep();
     std::fs::write(dir.join("backend.pw"), cluster.password()).expect("write password");
     let mut toml = format!("listen = \"127.0.0.1:0\"\n{}\n", options.top);
     toml.push_str(&format!(
-        "[backend]\nhost = \"{}\"\nport = {}\ndatabase = \"{database}\"\nuser = \"{}\"\npassword_file = \"backend.pw\"\ntls = \"disable\"\n{}\n",
+        "[backend]\nhost = \"{}\"\nport = {}\ndatabase = \"{database}\"\nuser = \"{}\"\npassword_file = \"backend.pw\"\ntls = \"{tls}\"\n{}\n",
         cluster.host(),
         cluster.port(),
         cluster.superuser(),

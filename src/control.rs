@@ -1,0 +1,243 @@
+//! The control plane: administrator connections to PostgreSQL through
+//! deadpool-postgres, loading the policy, and checking that the installed
+//! views match it. Used by `apply`, `check`, `serve` and the reports.
+
+use std::sync::Arc;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+
+use crate::config::{BackendTls, Config, ConfigError};
+use crate::policy::{Policy, PolicyError};
+use crate::rewrite::Rewriter;
+use crate::views::{self, ViewsError};
+
+/// Verdicts cached per server (statement texts × view sets).
+const REWRITE_CACHE_CAPACITY: usize = 20_000;
+
+/// Errors of the control plane.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// Configuration or secrets.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The policy files.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// Installing or reading the views.
+    #[error(transparent)]
+    Views(#[from] ViewsError),
+    /// Reaching PostgreSQL as the administrator.
+    #[error("cannot reach PostgreSQL as {user}@{host}:{port}/{database}: {message}")]
+    Connect {
+        /// Administrator login.
+        user: String,
+        /// Host.
+        host: String,
+        /// Port.
+        port: u16,
+        /// Database.
+        database: String,
+        /// Why.
+        message: String,
+    },
+    /// Something the operator must do first.
+    #[error("{0}")]
+    Precondition(String),
+}
+
+/// A pool of administrator connections for the control plane.
+pub fn admin_pool(config: &Config) -> Result<Pool, ControlError> {
+    let backend = &config.backend;
+    if backend.tls == BackendTls::Require {
+        return Err(ControlError::Precondition(format!(
+            "{}: backend.tls = \"require\" is supported on the data path only; the control plane (apply, check, report) connects without TLS — use \"prefer\" or run them from a trusted network",
+            config.source.display()
+        )));
+    }
+    let mut pg = tokio_postgres::Config::new();
+    pg.host(&backend.host)
+        .port(backend.port)
+        .dbname(&backend.database)
+        .user(&backend.user)
+        .password(config.backend_password()?)
+        .application_name("pgveil-control")
+        .connect_timeout(config.timeouts.connect());
+    let manager = Manager::from_config(
+        pg,
+        tokio_postgres::NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(4)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .build()
+        .map_err(|e| ControlError::Precondition(format!("cannot build the control pool: {e}")))
+}
+
+/// One administrator connection from the pool.
+pub async fn admin_client(config: &Config, pool: &Pool) -> Result<deadpool_postgres::Object, ControlError> {
+    pool.get().await.map_err(|e| ControlError::Connect {
+        user: config.backend.user.clone(),
+        host: config.backend.host.clone(),
+        port: config.backend.port,
+        database: config.backend.database.clone(),
+        message: match &e {
+            deadpool_postgres::PoolError::Backend(db) => db
+                .as_db_error()
+                .map(|d| d.message().to_owned())
+                .unwrap_or_else(|| db.to_string()),
+            other => other.to_string(),
+        },
+    })
+}
+
+/// Loads the policy the configuration names.
+pub fn load_policy(config: &Config) -> Result<Policy, ControlError> {
+    let path = config.policy.as_ref().ok_or_else(|| {
+        ControlError::Precondition(format!(
+            "{}: no policy configured; add policy = \"path/to/policies\" at the top",
+            config.source.display()
+        ))
+    })?;
+    Ok(Policy::load(std::slice::from_ref(path))?)
+}
+
+/// The master secret of view-set login roles and masks; required with a policy.
+pub fn role_secret(config: &Config) -> Result<Vec<u8>, ControlError> {
+    match config.role_secret()? {
+        Some(secret) if secret.len() >= 16 => Ok(secret.into_bytes()),
+        Some(_) => Err(ControlError::Precondition(format!(
+            "{}: the role secret must be at least 16 characters",
+            config.source.display()
+        ))),
+        None => Err(ControlError::Precondition(format!(
+            "{}: a policy needs backend.role_secret_env or backend.role_secret_file (a long random secret)",
+            config.source.display()
+        ))),
+    }
+}
+
+/// Refuses when the views installed in the database do not match the policy.
+pub async fn verify_installed(client: &tokio_postgres::Client, policy: &Policy, config: &Config) -> Result<(), ControlError> {
+    let expected = views::fingerprint(policy);
+    match views::installed_fingerprint(client, policy).await? {
+        Some(installed) if installed == expected => Ok(()),
+        Some(_) => Err(ControlError::Precondition(format!(
+            "the views installed in the database do not match the policy; run: pgveil apply --config {}",
+            config.source.display()
+        ))),
+        None => Err(ControlError::Precondition(format!(
+            "no pgveil views are installed in the database; run: pgveil apply --config {}",
+            config.source.display()
+        ))),
+    }
+}
+
+/// The policy with what the data path derives from it.
+pub struct PolicyRuntime {
+    /// The loaded policy.
+    pub policy: Policy,
+    /// The rewriter over its protected tables.
+    pub rewriter: Arc<Rewriter>,
+    /// The master secret (for view-set login passwords).
+    pub secret: Vec<u8>,
+}
+
+impl PolicyRuntime {
+    /// Loads and checks the policy against the installed views.
+    pub async fn load(config: &Config, pool: &Pool) -> Result<PolicyRuntime, ControlError> {
+        let policy = load_policy(config)?;
+        let secret = role_secret(config)?;
+        let client = admin_client(config, pool).await?;
+        verify_installed(&client, &policy, config).await?;
+        let rewriter = Arc::new(Rewriter::new(policy.protected_tables(), REWRITE_CACHE_CAPACITY));
+        Ok(PolicyRuntime { policy, rewriter, secret })
+    }
+}
+
+/// `pgveil apply`: installs the policy's views (or, with `dry_run`, returns
+/// the DDL it would run). Returns the text to print.
+pub async fn apply(config: &Config, dry_run: bool) -> Result<String, ControlError> {
+    let policy = load_policy(config)?;
+    let secret = role_secret(config)?;
+    let pool = admin_pool(config)?;
+    let client = admin_client(config, &pool).await?;
+    if dry_run {
+        let catalog = views::read_catalog(&client, &policy.settings().base_schema).await?;
+        let statements = views::ddl(&policy, &catalog, &secret)?;
+        return Ok(statements.iter().map(|s| format!("{s};\n")).collect());
+    }
+    let report = views::apply(&client, &policy, &secret).await?;
+    let mut out = format!(
+        "applied {} statements; fingerprint {}\n",
+        report.statements, report.fingerprint
+    );
+    if report.changed() {
+        out.push_str("changes (drift fixed):\n");
+        for change in &report.changes {
+            out.push_str(&format!("  {change}\n"));
+        }
+    } else {
+        out.push_str("no changes: the database already matched the policy\n");
+    }
+    Ok(out)
+}
+
+/// `pgveil check`: validates the policy against the live catalog. Returns
+/// the findings as text and whether any is an error.
+pub async fn check(config: &Config) -> Result<(String, bool), ControlError> {
+    let policy = load_policy(config)?;
+    let pool = admin_pool(config)?;
+    let client = admin_client(config, &pool).await?;
+    let findings = views::check(&client, &policy).await?;
+    let errors = findings.iter().any(|f| f.severity == views::Severity::Error);
+    let mut out: String = findings.iter().map(|f| format!("{f}\n")).collect();
+    if findings.is_empty() {
+        out.push_str("ok: the policy fits the database\n");
+    }
+    Ok((out, errors))
+}
+
+/// `pgveil explain`: the view set a user gets and what happens to one
+/// statement, without touching the database.
+pub fn explain(config: &Config, user: &str, view: Option<&str>, sql: &str) -> Result<String, ControlError> {
+    use crate::rewrite::{Target, Verdict};
+    let policy = load_policy(config)?;
+    let grant = policy.resolve_session(user, view)?;
+    let target = Target {
+        schema: grant.schema.clone().unwrap_or_default(),
+        admin: grant.kind == crate::policy::ViewKind::Admin,
+        read_only: grant.read_only,
+        min_group_size: grant.min_group_size,
+    };
+    let mut out = format!(
+        "user:       {user}\nview set:   {} ({:?})\nschema:     {}\nlogin role: {}\n",
+        grant.view_set,
+        grant.kind,
+        grant.schema.as_deref().unwrap_or("(base tables)"),
+        grant.login_role.as_deref().unwrap_or(&config.backend.user),
+    );
+    if let Some(k) = grant.min_group_size {
+        out.push_str(&format!("min group:  {k} rows per aggregate group\n"));
+    }
+    let rewriter = Rewriter::new(policy.protected_tables(), 16);
+    match rewriter.rewrite(&target, sql) {
+        Verdict::Forward if target.admin => out.push_str("verdict:    forwarded unchanged (administrator)\n"),
+        Verdict::Forward => out.push_str("verdict:    forwarded unchanged (no protected table is named)\n"),
+        Verdict::Rewritten(new) => {
+            out.push_str(&format!(
+                "verdict:    rewritten: every protected table now reads the view in {}\nSQL:        {new}\n",
+                target.schema
+            ));
+        }
+        Verdict::Refused(r) => {
+            out.push_str(&format!("verdict:    refused with SQLSTATE {}: {}\n", r.sqlstate, r.message));
+            if let Some(hint) = r.hint {
+                out.push_str(&format!("hint:       {hint}\n"));
+            }
+        }
+    }
+    Ok(out)
+}
