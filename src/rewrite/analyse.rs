@@ -6,7 +6,7 @@ use std::ops::{ControlFlow, Range};
 use sqlparser::ast::VisitMut;
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
-use sqlparser::tokenizer::{Location, TokenWithSpan, Tokenizer};
+use sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
 
 use super::mapper::Mapper;
 use super::names::Protected;
@@ -114,7 +114,7 @@ impl<'a> LineOffsets<'a> {
     }
 }
 
-/// The byte range of a statement's tokens: from its first token to the start
+/// The byte range of a statement's tokens: from its first significant token to the start
 /// of the token after it (the `;`), or the end of the text.
 fn byte_range(
     tokens: &[TokenWithSpan],
@@ -123,5 +123,9 @@ fn byte_range(
     len: usize,
 ) -> Range<usize> {
     let at = |i: usize| tokens.get(i).map_or(len, |t| offsets.byte(t.span.start));
-    at(range.start)..at(range.end)
+    let first = range
+        .clone()
+        .find(|&i| !matches!(tokens[i].token, Token::Whitespace(_)))
+        .unwrap_or(range.start);
+    at(first)..at(range.end)
 }

@@ -53,6 +53,12 @@ impl Protected {
         self.folded.contains(&name.to_ascii_lowercase())
     }
 
+    /// Whether `schema.table` (normalised) is a protected base table.
+    pub fn is_qualified_protected(&self, schema: &str, table: &str) -> bool {
+        self.qualified
+            .contains(&(schema.to_owned(), table.to_owned()))
+    }
+
     /// Whether a bare (normalised) name equals the name of any protected table.
     pub fn is_table_name(&self, name: &str) -> bool {
         self.tables.contains(name)

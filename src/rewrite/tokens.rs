@@ -199,15 +199,25 @@ pub fn check_qualified(
         {
             continue;
         }
-        let qualified_by_view_schema = matches!(prev, Some(Token::Period))
-            && matches!(n.checked_sub(2).and_then(at), Some(Token::Word(s)) if word_name(s) == schema);
-        if !qualified_by_view_schema {
-            return Err(Refusal::unanalysable(format!(
-                "table {name} is used in a position pgveil does not handle"
-            )));
+        if !matches!(prev, Some(Token::Period)) {
+            return Err(unhandled(&name));
+        }
+        let qualifier = n.checked_sub(2).and_then(at);
+        let Some(Token::Word(s)) = qualifier else {
+            return Err(unhandled(&name));
+        };
+        let qualifier = word_name(s);
+        if qualifier != schema && protected.is_qualified_protected(&qualifier, &name) {
+            return Err(unhandled(&name));
         }
     }
     Ok(())
+}
+
+fn unhandled(name: &str) -> Refusal {
+    Refusal::unanalysable(format!(
+        "table {name} is used in a position pgveil does not handle"
+    ))
 }
 
 /// Whether any word in the tokens names a protected table, compared without
