@@ -5,4 +5,6 @@
 //! the privacy views of the session's view set, `backend` logs in to
 //! PostgreSQL. `policy` and `views` turn the TOML policy into DDL.
 
+pub mod cluster;
+pub mod crm;
 pub mod rewrite;
