@@ -228,7 +228,7 @@ async fn consents_have_realistic_opt_out_and_missing_shares() {
             "{purpose}: opt-out share {share}"
         );
         assert!(
-            missing >= 100 && missing <= 700,
+            (100..=700).contains(&missing),
             "{purpose}: {missing} without a row"
         );
     }

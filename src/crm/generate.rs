@@ -3,12 +3,12 @@
 //! depend on how many customers are generated or in which order.
 
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand::Rng;
 
 use super::calendar::{Date, Timestamp};
 use super::copy_text::{Cents, RowBuf};
 use super::locale::{Locale, Sex};
+use super::stream::Stream;
 
 /// The sales regions; every customer and every rep belongs to one.
 pub const REGIONS: [&str; 4] = ["north", "south", "east", "west"];
@@ -25,17 +25,19 @@ pub const PURPOSES: [&str; 4] = [
 /// the remaining rows that are opt-outs (`granted = false`).
 const CONSENT_SHARES: [(u32, u32); 4] = [(10, 25), (15, 55), (20, 35), (25, 60)];
 
-/// Which table a random stream feeds.
+/// What a random stream of a customer feeds.
 #[derive(Clone, Copy)]
-enum Stream {
-    Customer = 0,
-    Children = 1,
+enum Part {
+    /// The facts dependent rows need ([`Account`]).
+    Account = 0,
+    /// The rest of the `customers` row.
+    Details = 1,
+    /// The dependent tables.
+    Dependents = 2,
 }
 
-fn rng_for(seed: u64, id: u64, stream: Stream) -> ChaCha8Rng {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    rng.set_stream(id * 4 + stream as u64);
-    rng
+fn rng_for(seed: u64, id: u64, part: Part) -> Stream {
+    Stream::new(seed, id * 4 + part as u64)
 }
 
 fn pick<T: Copy>(rng: &mut impl Rng, items: &[T]) -> T {
@@ -67,12 +69,17 @@ pub const REP_COUNT: u32 = REGIONS.len() as u32 * REPS_PER_REGION;
 
 /// Writes the sales reps; rep `r` works in region `REGIONS[(r - 1) / 5]`.
 pub(crate) fn write_reps(seed: u64, rows: &mut RowBuf) {
-    let mut rng = rng_for(seed, 0, Stream::Customer);
+    let mut rng = rng_for(seed, 0, Part::Details);
     for rep_id in 1..=REP_COUNT {
         let sex = if rng.gen() { Sex::Female } else { Sex::Male };
-        let person = Locale::pick(&mut rng).person(&mut rng, sex, Date::ymd(1980, 1, 1));
+        let locale = Locale::pick(&mut rng);
+        let person = locale.person(&mut rng, sex, Date::ymd(1980, 1, 1));
+        let full_name = match locale {
+            Locale::Chinese => format!("{}{}", person.last_name, person.first_name),
+            _ => format!("{} {}", person.first_name, person.last_name),
+        };
         rows.field(rep_id)
-            .field(format!("{} {}", person.first_name, person.last_name))
+            .field(full_name)
             .field(format!("{}.{rep_id}@sales.example.com", person.email_name))
             .field(rep_region(rep_id))
             .field(Cents(rng.gen_range(250..=1200)));
@@ -86,44 +93,53 @@ fn rep_region(rep_id: u32) -> &'static str {
 
 // ------------------------------------------------------------- customers
 
-/// The facts about a customer that its dependent rows need.
+/// The facts about a customer that its dependent rows need; cheap to draw.
 #[derive(Debug, Clone, Copy)]
 struct Account {
-    language: &'static str,
+    locale: Locale,
+    sex: Sex,
+    born: Date,
+    language_draw: u32,
     region_index: u32,
     rep_id: u32,
     created_at: Timestamp,
 }
 
-/// Generates customer `id`, writing its `customers` row to `rows` if given.
-fn customer(seed: u64, id: u64, rows: Option<&mut RowBuf>) -> Account {
-    let mut rng = rng_for(seed, id, Stream::Customer);
-    let locale = Locale::pick(&mut rng);
-    let sex = if rng.gen() { Sex::Female } else { Sex::Male };
-    let born = Date(rng.gen_range(Date::ymd(1940, 1, 1).0..=Date::ymd(2006, 12, 31).0));
-    let person = locale.person(&mut rng, sex, born);
+fn account(seed: u64, id: u64) -> Account {
+    let mut rng = rng_for(seed, id, Part::Account);
     let region_index = rng.gen_range(0..REGIONS.len() as u32);
-    let rep_id = region_index * REPS_PER_REGION + rng.gen_range(1..=REPS_PER_REGION);
-    let created_at = moment(&mut rng, FIRST_CUSTOMER, LAST_SIGN_UP);
-    let language = match (locale, rng.gen_range(0..10)) {
-        (Locale::Chinese, 0) | (Locale::Lithuanian, 0) => "en",
-        (Locale::Lithuanian, 1) => "ru",
-        _ => person.language,
-    };
-    let account = Account {
-        language,
+    Account {
+        locale: Locale::pick(&mut rng),
+        sex: if rng.gen() { Sex::Female } else { Sex::Male },
+        born: Date(rng.gen_range(Date::ymd(1940, 1, 1).0..=Date::ymd(2006, 12, 31).0)),
+        language_draw: rng.gen_range(0..10),
         region_index,
-        rep_id,
-        created_at,
-    };
-    let Some(rows) = rows else {
-        return account;
-    };
+        rep_id: region_index * REPS_PER_REGION + rng.gen_range(1..=REPS_PER_REGION),
+        created_at: moment(&mut rng, FIRST_CUSTOMER, LAST_SIGN_UP),
+    }
+}
+
+impl Account {
+    /// The customer's preferred language: mostly their locale's.
+    fn language(&self) -> &'static str {
+        match (self.locale, self.language_draw) {
+            (Locale::Chinese, 0) | (Locale::Lithuanian, 0) => "en",
+            (Locale::Lithuanian, 1) => "ru",
+            (locale, _) => locale.language(),
+        }
+    }
+}
+
+/// Writes the `customers` row of customer `id`.
+pub(crate) fn write_customer(seed: u64, id: u64, rows: &mut RowBuf) {
+    let a = account(seed, id);
+    let mut rng = rng_for(seed, id, Part::Details);
+    let person = a.locale.person(&mut rng, a.sex, a.born);
     let domain = pick(&mut rng, &["example.com", "example.org", "example.net"]);
     let gender = match rng.gen_range(0..100) {
         0..=2 => None,
         3..=4 => Some("non-binary"),
-        _ if sex == Sex::Female => Some("female"),
+        _ if a.sex == Sex::Female => Some("female"),
         _ => Some("male"),
     };
     rows.field(id)
@@ -133,20 +149,19 @@ fn customer(seed: u64, id: u64, rows: Option<&mut RowBuf>) -> Account {
         .field((!chance(&mut rng, 5)).then(|| format!("{}{id}@{domain}", person.email_name)))
         .field((!chance(&mut rng, 8)).then_some(&person.phone))
         .field((!chance(&mut rng, 10)).then_some(&person.national_id))
-        .field(born)
+        .field(a.born)
         .field(gender)
         .field((!chance(&mut rng, 10)).then(|| Cents(rng.gen_range(1_200_000..25_000_000))))
         .field(&person.street)
         .field(person.city)
         .field(&person.postal_code)
         .field(person.country)
-        .field(REGIONS[region_index as usize]);
-    write_sensitive(&mut rng, locale, born, rows);
-    rows.field(rep_id)
-        .field(created_at)
-        .field(moment(&mut rng, created_at, DATA_END));
+        .field(REGIONS[a.region_index as usize]);
+    write_sensitive(&mut rng, a.locale, a.born, rows);
+    rows.field(a.rep_id)
+        .field(a.created_at)
+        .field(moment(&mut rng, a.created_at, DATA_END));
     rows.end_row();
-    account
 }
 
 const RELIGIONS: &[&str] = &[
@@ -183,11 +198,6 @@ fn write_sensitive(rng: &mut impl Rng, locale: Locale, born: Date, rows: &mut Ro
         .field(died);
 }
 
-/// Writes the `customers` row of customer `id`.
-pub(crate) fn write_customer(seed: u64, id: u64, rows: &mut RowBuf) {
-    customer(seed, id, Some(rows));
-}
-
 // -------------------------------------------------------- dependent rows
 
 /// Ids for opportunities and orders, numbered across all customers.
@@ -219,8 +229,8 @@ pub(crate) fn write_dependent(
     counters: &mut Counters,
     rows: &mut RowBuf,
 ) {
-    let account = customer(seed, id, None);
-    let mut rng = rng_for(seed, id, Stream::Children);
+    let account = account(seed, id);
+    let mut rng = rng_for(seed, id, Part::Dependents);
     use Dependent::*;
     let preferences = only(table, ContactPreferences, rows);
     contact_preferences(&mut rng, id, account, preferences);
@@ -262,7 +272,7 @@ fn contact_preferences(rng: &mut impl Rng, id: u64, a: Account, rows: Option<&mu
             .field(channel)
             .field(prefers_email)
             .field(best_time)
-            .field(a.language);
+            .field(a.language());
         rows.end_row();
     }
 }
