@@ -6,8 +6,10 @@
 //! PostgreSQL. `policy` and `views` turn the TOML policy into DDL.
 
 pub mod backend;
+pub mod cluster;
 pub mod config;
 pub mod control;
+pub mod crm;
 pub mod policy;
 pub mod protocol;
 pub mod rewrite;

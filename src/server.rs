@@ -103,6 +103,40 @@ impl ServerState {
 
     /// Decides the backend role and rewriting for a user.
     pub fn route(&self, user: &str, requested_view: Option<&str>) -> Result<Route, PgError> {
+        let Some(runtime) = self.policy.load_full() else {
+            return self.passthrough_route(user, requested_view);
+        };
+        let grant = runtime
+            .policy
+            .resolve_session(user, requested_view)
+            .map_err(|e| {
+                PgError::fatal("28000", e.to_string())
+                    .with_hint("ask the privacy officer which view sets your role may use")
+            })?;
+        let admin = grant.kind == ViewKind::Admin;
+        let login = match &grant.login_role {
+            Some(role) => Login {
+                user: role.clone(),
+                password: crate::views::login_password(&runtime.secret, role),
+            },
+            None => self.admin_login.clone(),
+        };
+        let target = Target {
+            schema: grant.schema.clone().unwrap_or_default(),
+            admin,
+            read_only: grant.read_only,
+            min_group_size: grant.min_group_size,
+        };
+        Ok(Route {
+            user: user.to_owned(),
+            view_set: grant.view_set,
+            login,
+            privileged: admin,
+            rewriter: Some((runtime.rewriter.clone(), target)),
+        })
+    }
+
+    fn passthrough_route(&self, user: &str, requested_view: Option<&str>) -> Result<Route, PgError> {
         if let Some(view) = requested_view {
             return Err(PgError::fatal(
                 "42501",
@@ -115,7 +149,21 @@ impl ServerState {
             view_set: "passthrough".to_owned(),
             login: self.admin_login.clone(),
             privileged: true,
+            rewriter: None,
         })
+    }
+
+    /// Loads the policy again (on SIGHUP) and swaps it in atomically; on any
+    /// error the running policy stays in force. Open sessions keep the route
+    /// they started with.
+    pub async fn reload_policy(&self) -> Result<(), ServerError> {
+        let Some(pool) = &self.control else {
+            return Ok(());
+        };
+        let config = Config::load(&self.config.source)?;
+        let runtime = PolicyRuntime::load(&config, pool).await?;
+        self.policy.store(Some(Arc::new(runtime)));
+        Ok(())
     }
 
     /// Refuses a session when `max_sessions` are already open.
