@@ -271,3 +271,54 @@ async fn values_with_newlines_and_tabs_and_sensitive_nulls_load_correctly() {
     assert_eq!(dead_before_birth, 0);
     assert_eq!(active_before_creation, 0);
 }
+
+/// Index and constraint definitions of the CRM tables, sorted.
+async fn definitions(client: &Client) -> Vec<String> {
+    let sql = "SELECT tablename || ': ' || indexdef FROM pg_indexes WHERE schemaname = 'public' \
+               UNION ALL \
+               SELECT conrelid::regclass::text || ': ' || conname || ' ' || pg_get_constraintdef(oid) \
+               FROM pg_constraint WHERE connamespace = 'public'::regnamespace \
+               ORDER BY 1";
+    let rows = client.query(sql, &[]).await.unwrap();
+    rows.iter().map(|r| r.get(0)).collect()
+}
+
+#[tokio::test]
+async fn loading_keeps_every_index_and_constraint_of_the_schema() {
+    let schema_only = common::fresh_database("crm_schema_only").await;
+    let reference = common::cluster().connect(&schema_only).await.unwrap();
+    reference.batch_execute(crm::SCHEMA_SQL).await.unwrap();
+    let (client, _) = loaded("crm_constraints", 200, 9).await;
+    let expected = definitions(&reference).await;
+    assert!(expected.len() >= 15, "{expected:#?}");
+    assert_eq!(definitions(&client).await, expected);
+
+    let err = client
+        .batch_execute("INSERT INTO orders VALUES (999999, 424242, now(), 1, 'placed')")
+        .await
+        .unwrap_err();
+    assert_eq!(err.as_db_error().unwrap().code().code(), "23503", "{err}");
+    let err = client
+        .batch_execute("INSERT INTO customers (customer_id, account_no, first_name, last_name, country, region) VALUES (1, 'X', 'a', 'b', 'GB', 'north')")
+        .await
+        .unwrap_err();
+    assert_eq!(err.as_db_error().unwrap().code().code(), "23505", "{err}");
+}
+
+#[tokio::test]
+async fn loads_into_existing_tables_without_creating_the_schema() {
+    let db = common::fresh_database("crm_existing").await;
+    let client = common::cluster().connect(&db).await.unwrap();
+    client.batch_execute(crm::SCHEMA_SQL).await.unwrap();
+    let opts = LoadOptions {
+        customers: 50,
+        seed: 1,
+        create_schema: false,
+    };
+    let report = crm::load(&client, &opts).await.unwrap();
+    assert_eq!(report.customers, 50);
+    assert_eq!(count(&client, "SELECT count(*) FROM customers").await, 50);
+    // Loading twice violates the primary keys and leaves the first load intact.
+    assert!(crm::load(&client, &opts).await.is_err());
+    assert_eq!(count(&client, "SELECT count(*) FROM customers").await, 50);
+}
