@@ -241,3 +241,12 @@ pub fn explain(config: &Config, user: &str, view: Option<&str>, sql: &str) -> Re
     }
     Ok(out)
 }
+
+/// `pgveil load-crm`: creates the example CRM schema and loads generated data.
+pub async fn load_crm(config: &Config, options: &crate::crm::LoadOptions) -> Result<crate::crm::LoadReport, ControlError> {
+    let pool = admin_pool(config)?;
+    let client = admin_client(config, &pool).await?;
+    crate::crm::load(&client, options)
+        .await
+        .map_err(|e| ControlError::Precondition(format!("loading the example CRM: {e}")))
+}

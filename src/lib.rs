@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod crm;
+pub mod demo;
 pub mod policy;
 pub mod protocol;
 pub mod rewrite;

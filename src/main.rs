@@ -55,6 +55,31 @@ enum Command {
         /// The SQL statement.
         sql: String,
     },
+    /// Start a throwaway PostgreSQL with the example CRM and policy, and
+    /// pgveil in front of it; Ctrl-C removes everything.
+    Demo {
+        /// Where pgveil listens.
+        #[arg(long, default_value = "127.0.0.1:6432")]
+        listen: std::net::SocketAddr,
+        /// Customers to generate.
+        #[arg(long, default_value_t = 10_000)]
+        customers: u64,
+        /// A policy file or directory instead of the built-in example.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+    },
+    /// Load the example CRM (schema and generated data) into the configured database.
+    LoadCrm {
+        /// The configuration file (its backend administrator login is used).
+        #[arg(long, short, default_value = "pgveil.toml")]
+        config: PathBuf,
+        /// Customers to generate.
+        #[arg(long, default_value_t = 10_000)]
+        customers: u64,
+        /// Seed of the generator (the same seed gives the same data).
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
     /// Print a SCRAM-SHA-256 verifier for a user's password (read from
     /// standard input, or asked for on a terminal).
     Passwd {
@@ -85,7 +110,7 @@ fn main() -> ExitCode {
 
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PGVEIL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tokio_postgres=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -100,6 +125,17 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve { config } => serve(config).await,
         Command::Passwd { user } => passwd(&user),
+        Command::Demo { listen, customers, policy } => {
+            let setup = pgveil::demo::Setup { listen, customers, policy };
+            Ok(pgveil::demo::run(setup).await?)
+        }
+        Command::LoadCrm { config, customers, seed } => {
+            let config = Config::load(&config)?;
+            let options = pgveil::crm::LoadOptions { customers, seed, ..Default::default() };
+            let report = pgveil::control::load_crm(&config, &options).await?;
+            println!("{report:?}");
+            Ok(())
+        }
         Command::Apply { config, dry_run } => {
             let config = Config::load(&config)?;
             print!("{}", pgveil::control::apply(&config, dry_run).await?);

@@ -70,3 +70,4 @@ pub async fn fresh_database_in(cluster: &Cluster, prefix: &str) -> String {
         .unwrap_or_else(|err| panic!("cannot create database {name}: {err}"));
     name
 }
+pub mod proxy;

@@ -13,6 +13,8 @@ pub const USER_PASSWORD: &str = "veil-test-pw";
 
 /// A running proxy and how to reach it.
 pub struct Proxy {
+    /// The password of its users.
+    pub password: String,
     /// Where it listens.
     pub addr: SocketAddr,
     /// The database it serves.
@@ -27,9 +29,10 @@ impl Proxy {
     /// A libpq connection string for a proxy user.
     pub fn dsn(&self, user: &str) -> String {
         format!(
-            "host={} port={} user={user} password={USER_PASSWORD} dbname={} sslmode=disable",
+            "host={} port={} user={user} password={} dbname={} sslmode=disable",
             self.addr.ip(),
             self.addr.port(),
+            self.password,
             self.database
         )
     }
@@ -41,7 +44,7 @@ impl Proxy {
             .host(self.addr.ip().to_string())
             .port(self.addr.port())
             .user(user)
-            .password(USER_PASSWORD)
+            .password(&self.password)
             .dbname(&self.database);
         config
     }
@@ -93,6 +96,43 @@ pub fn start_with_backend_tls(database: &str, users: &[&str], options: ProxyOpti
     let path = dir.join("pgveil.toml");
     std::fs::write(&path, &toml).expect("write config");
     let config = Config::load(&path).unwrap_or_else(|e| panic!("test config invalid: {e}\n{toml}"));
+    let addr = serve(config);
+    Proxy {
+        password: USER_PASSWORD.to_owned(),
+        addr,
+        database: database.to_owned(),
+        users: users.iter().map(|u| (*u).to_owned()).collect(),
+        dir,
+    }
+}
+
+/// A proxy in front of a fresh database holding the example CRM
+/// (`customers` generated customers, seed 42) with the example policy
+/// applied; its users are the policy's, with the demo password.
+pub async fn start_crm(prefix: &str, customers: u64) -> Proxy {
+    let database = super::fresh_database(prefix).await;
+    let dir = tempfile::tempdir().expect("temp dir").keep();
+    let setup = pgveil::demo::Setup {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        customers,
+        policy: Some(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/policies"))),
+    };
+    let config = pgveil::demo::prepare(super::cluster(), &database, &dir, &setup)
+        .await
+        .unwrap_or_else(|e| panic!("cannot prepare the CRM: {e}"));
+    let users = config.users.iter().map(|u| u.name.clone()).collect();
+    let addr = serve(config);
+    Proxy {
+        password: pgveil::demo::DEMO_PASSWORD.to_owned(),
+        addr,
+        database,
+        users,
+        dir,
+    }
+}
+
+/// Runs a server for `config` on its own runtime thread; returns its address.
+fn serve(config: Config) -> SocketAddr {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -106,11 +146,5 @@ pub fn start_with_backend_tls(database: &str, users: &[&str], options: ProxyOpti
             server.run(std::future::pending()).await;
         });
     });
-    let addr = rx.recv().expect("proxy started");
-    Proxy {
-        addr,
-        database: database.to_owned(),
-        users: users.iter().map(|u| (*u).to_owned()).collect(),
-        dir,
-    }
+    rx.recv().expect("proxy started")
 }
