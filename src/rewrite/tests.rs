@@ -636,3 +636,26 @@ fn rewriter_is_shareable() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Rewriter>();
 }
+
+#[test]
+fn unhandled_positions_fail_closed() {
+    // parsed, but a protected name sits where the walk rewrites nothing
+    for sql in [
+        "SELECT customers FROM orders",
+        "SELECT * FROM orders WHERE customers IS NULL",
+        "LISTEN customers",
+        "SELECT * FROM orders o, LATERAL (SELECT customers) x",
+    ] {
+        let r = refused(&standard(), sql);
+        assert_eq!(r.sqlstate, "0A000", "{sql}");
+        assert!(r.message.contains("customers"), "{sql}: {}", r.message);
+    }
+    // user-written aliases and CTE names equal to a table name are fine
+    assert_eq!(
+        rewritten(
+            &standard(),
+            "SELECT customers.email FROM orders AS customers"
+        ),
+        r#"SELECT customers.email FROM "veil_standard"."orders" AS customers"#
+    );
+}
