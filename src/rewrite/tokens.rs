@@ -98,6 +98,8 @@ pub fn check_denied(tokens: &[TokenWithSpan]) -> Result<(), Refusal> {
     for (n, &i) in sig.iter().enumerate() {
         let next = sig.get(n + 1).map(|&j| &tokens[j].token);
         match &tokens[i].token {
+            // denied names are not SQL keywords: skip those cheaply
+            Token::Word(w) if w.keyword != Keyword::NoKeyword && w.quote_style.is_none() => {}
             Token::Word(w) => check_word(w, next, tokens.get(i + 1), tokens.get(i + 2))?,
             t => {
                 if let Some(s) = is_string(t) {
