@@ -659,3 +659,36 @@ fn unhandled_positions_fail_closed() {
         r#"SELECT customers.email FROM "veil_standard"."orders" AS customers"#
     );
 }
+
+#[test]
+fn string_and_comment_tricks() {
+    // standard_conforming_strings = on: a backslash does not escape the quote
+    assert_eq!(
+        rewritten(&standard(), r"SELECT 'a\', * FROM customers --'"),
+        r#"SELECT 'a\', * FROM "veil_standard"."customers" AS customers"#
+    );
+    assert_eq!(
+        rewritten(&standard(), r"SELECT E'it\'s', * FROM customers"),
+        r#"SELECT E'it\'s', * FROM "veil_standard"."customers" AS customers"#
+    );
+    assert_eq!(
+        rewritten(
+            &standard(),
+            "SELECT * FROM /* x */ customers /* y */ WHERE 1 = 1"
+        ),
+        r#"SELECT * FROM "veil_standard"."customers" AS customers WHERE 1 = 1"#
+    );
+    assert_eq!(
+        rewritten(&standard(), "SELECT * FROM customers;"),
+        r#"SELECT * FROM "veil_standard"."customers" AS customers;"#
+    );
+    // a PREPARE body goes through the same rules
+    assert_eq!(
+        refused(&standard(), "PREPARE p AS SELECT * FROM pg_stats").sqlstate,
+        "42501"
+    );
+    assert_eq!(
+        refused(&standard(), "PREPARE p AS SELECT * INTO t FROM customers").sqlstate,
+        "42501"
+    );
+}
