@@ -1,8 +1,11 @@
-//! Rewriter speed: parse + rewrite of typical CRM statements (cache off) and
-//! a cache hit.
+//! Rewriter speed: parse + rewrite of typical CRM statements (cache off), a
+//! cache hit, and as baselines sqlparser's tokenizer and parser alone.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use pgveil::rewrite::{Rewriter, Target, Verdict};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+use sqlparser::tokenizer::Tokenizer;
 
 const TABLES: [&str; 6] = [
     "sales_reps",
@@ -50,6 +53,14 @@ fn bench(c: &mut Criterion) {
         );
         c.bench_function(&format!("parse_rewrite/{name}"), |b| {
             b.iter(|| cold.rewrite(&t, black_box(sql)))
+        });
+        c.bench_function(&format!("baseline_sqlparser_parse/{name}"), |b| {
+            b.iter(|| Parser::parse_sql(&PostgreSqlDialect {}, black_box(sql)))
+        });
+        c.bench_function(&format!("baseline_tokenize/{name}"), |b| {
+            b.iter(|| {
+                Tokenizer::new(&PostgreSqlDialect {}, black_box(sql)).tokenize_with_location()
+            })
         });
         warm.rewrite(&t, sql);
         c.bench_function(&format!("cache_hit/{name}"), |b| {

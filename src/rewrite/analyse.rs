@@ -10,7 +10,7 @@ use sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
 
 use super::mapper::Mapper;
 use super::names::Protected;
-use super::tokens::{check_denied, check_qualified, is_blank, split_statements};
+use super::tokens::{check_denied, is_blank, protected_mentions, split_statements};
 use super::{fallback, Refusal, Target, Verdict};
 
 fn tokenize(sql: &str) -> Result<Vec<TokenWithSpan>, Refusal> {
@@ -35,16 +35,20 @@ fn rewrite_text(
 ) -> Result<Option<String>, Refusal> {
     let tokens = tokenize(sql)?;
     check_denied(&tokens)?;
+    let ranges = split_statements(&tokens);
+    if let [_] = ranges.as_slice() {
+        return rewrite_statement(protected, target, tokens, sql);
+    }
     let offsets = LineOffsets::new(sql);
     let mut out = String::new();
     let mut cursor = 0;
     let mut changed = false;
-    for range in split_statements(&tokens) {
-        let part = &tokens[range.clone()];
-        let Some(new) = rewrite_statement(protected, target, part)? else {
+    for range in ranges {
+        let bytes = byte_range(&tokens, range.clone(), &offsets, sql.len());
+        let part = tokens[range].to_vec();
+        let Some(new) = rewrite_statement(protected, target, part, &sql[bytes.clone()])? else {
             continue;
         };
-        let bytes = byte_range(&tokens, range, &offsets, sql.len());
         out.push_str(&sql[cursor..bytes.start]);
         out.push_str(&new);
         cursor = bytes.end;
@@ -54,21 +58,24 @@ fn rewrite_text(
     Ok(changed.then_some(out))
 }
 
-/// Rewrites one statement; `None` means forward its text unchanged.
+/// Rewrites one statement (its tokens, and its text for the fallback);
+/// `None` means forward its text unchanged.
 fn rewrite_statement(
     protected: &Protected,
     target: &Target,
-    tokens: &[TokenWithSpan],
+    tokens: Vec<TokenWithSpan>,
+    text: &str,
 ) -> Result<Option<String>, Refusal> {
-    if is_blank(tokens) {
+    if is_blank(&tokens) {
         return Ok(None);
     }
+    let mentions = protected_mentions(&tokens, protected, &target.schema);
     let parsed = Parser::new(&PostgreSqlDialect {})
-        .with_tokens_with_locations(tokens.to_vec())
+        .with_tokens_with_locations(tokens)
         .parse_statements();
     let mut stmts = match parsed {
         Ok(s) => s,
-        Err(_) => return fallback::check(tokens, protected, target),
+        Err(_) => return fallback::check(&tokenize(text)?, protected, target),
     };
     let (Some(mut stmt), true) = (stmts.pop(), stmts.is_empty()) else {
         return Err(Refusal::unanalysable("expected exactly one statement"));
@@ -77,13 +84,13 @@ fn rewrite_statement(
     if let ControlFlow::Break(r) = stmt.visit(&mut mapper) {
         return Err(r);
     }
-    if !mapper.changed {
-        check_qualified(tokens, protected, &target.schema, &mapper.exempt)?;
-        return Ok(None);
+    let unhandled = mentions
+        .iter()
+        .find(|m| !mapper.replaced.contains(&m.at) && !mapper.exempt.contains(&m.name));
+    if let Some(m) = unhandled {
+        return Err(m.unhandled());
     }
-    let text = stmt.to_string();
-    check_qualified(&tokenize(&text)?, protected, &target.schema, &mapper.exempt)?;
-    Ok(Some(text))
+    Ok(mapper.changed.then(|| stmt.to_string()))
 }
 
 /// Byte offsets of line starts, to turn token locations into byte offsets.

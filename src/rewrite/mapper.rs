@@ -10,6 +10,7 @@ use sqlparser::ast::{
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
+use sqlparser::tokenizer::Location;
 
 use super::anon;
 use super::deny::check_statement;
@@ -27,8 +28,10 @@ pub struct Mapper<'a> {
     scopes: Vec<Vec<String>>,
     /// WITH clauses taken out of queries while their CTEs are walked by hand.
     stashed: Vec<Option<With>>,
-    /// Names that may appear bare in the output: CTE and alias names.
+    /// Names written by the user as CTE or table aliases.
     pub exempt: HashSet<String>,
+    /// Where the identifiers that were rewritten started in the text.
+    pub replaced: HashSet<Location>,
     /// Whether anything was changed.
     pub changed: bool,
 }
@@ -48,6 +51,7 @@ impl<'a> Mapper<'a> {
             scopes: Vec::new(),
             stashed: Vec::new(),
             exempt: HashSet::new(),
+            replaced: HashSet::new(),
             changed: false,
         }
     }
@@ -75,6 +79,9 @@ impl<'a> Mapper<'a> {
             return Ok(None);
         };
         let original = name.0.last().and_then(|p| p.as_ident()).cloned();
+        if let Some(ident) = &original {
+            self.replaced.insert(ident.span.start);
+        }
         *name = view_name(&self.target.schema, &table);
         self.changed = true;
         Ok(original)
@@ -89,6 +96,9 @@ impl<'a> Mapper<'a> {
             }
             | TableFactor::Function { name, .. } => check_function_name(name),
             TableFactor::Table { name, alias, .. } => {
+                if let Some(a) = alias {
+                    self.exempt.insert(normalize(&a.name));
+                }
                 let original = self.map_name(name)?;
                 if let (Some(ident), None) = (original, &alias) {
                     *alias = Some(TableAlias {
@@ -97,9 +107,6 @@ impl<'a> Mapper<'a> {
                         columns: vec![],
                         at: None,
                     });
-                }
-                if let Some(a) = alias {
-                    self.exempt.insert(normalize(&a.name));
                 }
                 Ok(())
             }
@@ -161,10 +168,11 @@ impl<'a> Mapper<'a> {
             Ok(p) => p,
             Err(r) => return refuse(r),
         };
-        if let Some(table) = protected {
+        if let (Some(table), Some(ident)) = (protected, &t.table_name) {
             if self.target.min_group_size.is_some() {
                 return refuse(anon::non_aggregate());
             }
+            self.replaced.insert(ident.span.start);
             t.schema_name = Some(quoted(&self.target.schema));
             t.table_name = Some(quoted(&table));
             self.changed = true;
@@ -189,6 +197,9 @@ impl<'a> Mapper<'a> {
         if !*to {
             self.map_name(table_name)?;
             return Ok(());
+        }
+        if let Some(ident) = table_name.0.last().and_then(|p| p.as_ident()) {
+            self.replaced.insert(ident.span.start);
         }
         if self.target.min_group_size.is_some() {
             return Err(anon::non_aggregate());

@@ -1,15 +1,75 @@
 //! SQL rewriting: parse a statement, refuse what may not run, and map each
 //! reference to a protected table onto the view of the session's view set.
 //!
-//! Pure functions, no I/O. [`Rewriter::rewrite`] runs, per statement of a
-//! Query or Parse text: a token-level deny scan (functions that run SQL text
-//! or read files, catalog views that reveal values, `U&"..."` identifiers),
-//! a parse with sqlparser, the statement deny rules ([`deny`]), the AST walk
-//! that maps tables to views ([`mapper`]) and, for anonymous view sets, the
-//! aggregate-only rules ([`anon`]); finally a fail-closed token re-scan that
-//! refuses any protected table name left unqualified by the view set schema.
-//! Statements sqlparser cannot parse are forwarded only if their tokens show
-//! a harmless statement kind naming no protected table ([`fallback`]).
+//! Pure functions, no I/O. [`Rewriter::rewrite`] takes one Query or Parse
+//! text and, for a non-admin [`Target`]:
+//!
+//! 1. tokenizes it once (sqlparser, PostgreSQL dialect) and runs the
+//!    position-independent deny scan: functions that run SQL text, read
+//!    files/large objects, reach other servers or change settings
+//!    (`query_to_xml*`, `table_to_xml*`, `cursor_to_xml*`, `dblink*`,
+//!    `pg_read_file`, `lo_*`, `set_config`, `ts_stat`, ...), catalog views
+//!    that reveal values, query texts or settings (`pg_stats*`,
+//!    `pg_statistic*`, `pg_stat_activity`, `pg_settings`, ...), any string
+//!    literal naming a `pgveil.*` setting, and `U&"..."` identifiers (0A000);
+//! 2. splits the text into statements at `;` tokens; each statement is
+//!    parsed and walked: deny rules per statement kind, tables mapped to
+//!    `"<schema>"."<table>" AS <original name>` in FROM/JOIN/LATERAL, every
+//!    subquery, CTE bodies (a CTE named like a table shadows it, with
+//!    PostgreSQL's scoping: a non-recursive CTE sees only earlier ones),
+//!    set operations, DML targets and sources, `TABLE t`, `COPY t TO`
+//!    (becomes `COPY (SELECT cols FROM view) TO`), `COPY t FROM`, cursors,
+//!    `PREPARE` bodies and `LOCK`;
+//! 3. fails closed: every token naming a protected table must have been
+//!    rewritten, be a column qualifier, an alias, qualified by the view set
+//!    schema or an unprotected schema, or a user-written CTE/alias name;
+//!    otherwise the statement is refused (0A000);
+//! 4. statements sqlparser cannot parse are forwarded unchanged only if they
+//!    start like a harmless statement (SELECT/WITH/VALUES/SHOW/FETCH/MOVE/
+//!    transaction control/LISTEN/...), contain no write or INTO keyword, and
+//!    name no protected table in any case or quoting; `TABLE t` is rewritten.
+//!
+//! Only statements that changed are re-serialised; the others keep their
+//! exact text, and a text where nothing changed yields [`Verdict::Forward`].
+//! A multi-statement text is refused as a whole if any statement is refused.
+//!
+//! Decisions (what is refused, 42501 unless noted):
+//! - DDL of every kind, DO, CALL, CREATE FUNCTION/PROCEDURE, CREATE TABLE AS,
+//!   SELECT INTO, VACUUM/ANALYZE, LOAD, CHECKPOINT, ALTER SYSTEM: everything
+//!   outside an allow-list of statement kinds is refused.
+//! - EXPLAIN (with or without ANALYZE) is refused for every non-admin target:
+//!   row estimates come from base-table statistics and leak distributions.
+//! - SET/RESET of role, session_authorization, search_path and `pgveil.*`;
+//!   SET ROLE, SET SESSION AUTHORIZATION; client_encoding/SET NAMES other
+//!   than UTF8; standard_conforming_strings other than on; SHOW ALL and SHOW
+//!   pgveil.*. `RESET ALL`/`DISCARD ALL` are allowed (pools such as asyncpg
+//!   send them): they return settings to the role defaults, so settings that
+//!   views read must be role defaults (`ALTER ROLE ... SET`), not session SETs.
+//! - SQL-level PREPARE is rewritten (its body goes through the same rules);
+//!   EXECUTE of a prepared name is allowed, EXECUTE IMMEDIATE is refused.
+//! - COPY to/from a server file or PROGRAM; only STDIN/STDOUT.
+//! - Writes to catalogs (`UPDATE pg_settings ...`, any `pg_*`/pg_catalog/
+//!   information_schema target).
+//! - Schema-qualified function calls outside pg_catalog/information_schema
+//!   (functions elsewhere cannot be vetted). Unqualified functions are not
+//!   vetted: `apply` should revoke EXECUTE from PUBLIC on non-system
+//!   functions (a SECURITY DEFINER function could read base tables).
+//! - Read-only targets: INSERT/UPDATE/DELETE/MERGE (also inside CTEs and
+//!   PREPARE) and COPY FROM.
+//! - Anonymous targets (`min_group_size: Some(k)`): every SELECT whose FROM
+//!   reads a protected table must aggregate (GROUP BY or a summary aggregate)
+//!   and gets `HAVING count(*) >= k` (ANDed with an existing HAVING; a global
+//!   aggregate over fewer than k rows returns no row). Collecting aggregates
+//!   (array_agg, string_agg, json_agg, ...) are refused; writes, `TABLE t`
+//!   and `COPY t TO` are refused. Differencing (attack 10) is mitigated, not
+//!   solved: comparisons of identifying columns (`id`, `*_id`, email, phone,
+//!   national_id, account_no, names) with non-column values in WHERE/HAVING
+//!   are refused. Two aggregates whose groups both have at least k rows can
+//!   still differ by one person (e.g. `region = 'north'` vs `region = 'north'
+//!   AND gender = 'f'`); count(*) counts joined rows, not people; min/max
+//!   return a member's (masked) value. The views' generalisation must carry
+//!   the rest.
+//! - Unparsable statements: 0A000 unless harmless as described above.
 
 mod analyse;
 mod anon;

@@ -636,3 +636,59 @@ fn rewriter_is_shareable() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Rewriter>();
 }
+
+#[test]
+fn unhandled_positions_fail_closed() {
+    // parsed, but a protected name sits where the walk rewrites nothing
+    for sql in [
+        "SELECT customers FROM orders",
+        "SELECT * FROM orders WHERE customers IS NULL",
+        "LISTEN customers",
+        "SELECT * FROM orders o, LATERAL (SELECT customers) x",
+    ] {
+        let r = refused(&standard(), sql);
+        assert_eq!(r.sqlstate, "0A000", "{sql}");
+        assert!(r.message.contains("customers"), "{sql}: {}", r.message);
+    }
+    // user-written aliases and CTE names equal to a table name are fine
+    assert_eq!(
+        rewritten(
+            &standard(),
+            "SELECT customers.email FROM orders AS customers"
+        ),
+        r#"SELECT customers.email FROM "veil_standard"."orders" AS customers"#
+    );
+}
+
+#[test]
+fn string_and_comment_tricks() {
+    // standard_conforming_strings = on: a backslash does not escape the quote
+    assert_eq!(
+        rewritten(&standard(), r"SELECT 'a\', * FROM customers --'"),
+        r#"SELECT 'a\', * FROM "veil_standard"."customers" AS customers"#
+    );
+    assert_eq!(
+        rewritten(&standard(), r"SELECT E'it\'s', * FROM customers"),
+        r#"SELECT E'it\'s', * FROM "veil_standard"."customers" AS customers"#
+    );
+    assert_eq!(
+        rewritten(
+            &standard(),
+            "SELECT * FROM /* x */ customers /* y */ WHERE 1 = 1"
+        ),
+        r#"SELECT * FROM "veil_standard"."customers" AS customers WHERE 1 = 1"#
+    );
+    assert_eq!(
+        rewritten(&standard(), "SELECT * FROM customers;"),
+        r#"SELECT * FROM "veil_standard"."customers" AS customers;"#
+    );
+    // a PREPARE body goes through the same rules
+    assert_eq!(
+        refused(&standard(), "PREPARE p AS SELECT * FROM pg_stats").sqlstate,
+        "42501"
+    );
+    assert_eq!(
+        refused(&standard(), "PREPARE p AS SELECT * INTO t FROM customers").sqlstate,
+        "42501"
+    );
+}

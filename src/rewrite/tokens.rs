@@ -1,10 +1,8 @@
 //! Token-level checks: deny lists that hold in every position, statement
 //! splitting, and the fail-closed scan for bare protected table names.
 
-use std::collections::HashSet;
-
 use sqlparser::keywords::Keyword;
-use sqlparser::tokenizer::{Token, TokenWithSpan, Word};
+use sqlparser::tokenizer::{Location, Token, TokenWithSpan, Word};
 
 use super::names::Protected;
 use super::Refusal;
@@ -100,6 +98,8 @@ pub fn check_denied(tokens: &[TokenWithSpan]) -> Result<(), Refusal> {
     for (n, &i) in sig.iter().enumerate() {
         let next = sig.get(n + 1).map(|&j| &tokens[j].token);
         match &tokens[i].token {
+            // denied names are not SQL keywords: skip those cheaply
+            Token::Word(w) if w.keyword != Keyword::NoKeyword && w.quote_style.is_none() => {}
             Token::Word(w) => check_word(w, next, tokens.get(i + 1), tokens.get(i + 2))?,
             t => {
                 if let Some(s) = is_string(t) {
@@ -172,46 +172,59 @@ pub fn is_blank(tokens: &[TokenWithSpan]) -> bool {
     tokens.iter().all(|t| !significant(&t.token))
 }
 
-/// Fail-closed scan: every word naming a protected table must be a column
-/// qualifier (`customers.email`), an alias (`AS customers`), a CTE or alias
-/// name known to be safe, or qualified by the view set schema.
-pub fn check_qualified(
+/// A word naming a protected table that the AST walk must account for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mention {
+    /// Where the word starts in the text.
+    pub at: Location,
+    /// The (normalised) table name.
+    pub name: String,
+}
+
+impl Mention {
+    /// Refusal for a mention the AST walk did not rewrite.
+    pub fn unhandled(&self) -> Refusal {
+        unhandled(&self.name)
+    }
+}
+
+/// Fail-closed scan: the words naming a protected table that are not a column
+/// qualifier (`customers.email`), an alias (`AS customers`), or qualified by
+/// the view set schema or an unprotected schema. Each must be rewritten by
+/// the AST walk (or be a CTE/alias name), else the statement is refused.
+pub fn protected_mentions(
     tokens: &[TokenWithSpan],
     protected: &Protected,
     schema: &str,
-    exempt: &HashSet<String>,
-) -> Result<(), Refusal> {
+) -> Vec<Mention> {
     let sig = significant_indices(tokens);
     let at = |n: usize| sig.get(n).map(|&j| &tokens[j].token);
+    let mut out = Vec::new();
     for n in 0..sig.len() {
         let Some(Token::Word(w)) = at(n) else {
             continue;
         };
         let name = word_name(w);
-        if !protected.is_table_name(&name) || exempt.contains(&name) {
-            continue;
-        }
-        if matches!(at(n + 1), Some(Token::Period)) {
+        if !protected.is_table_name(&name) || matches!(at(n + 1), Some(Token::Period)) {
             continue;
         }
         let prev = n.checked_sub(1).and_then(at);
-        if matches!(prev, Some(Token::Word(a)) if a.keyword == Keyword::AS && a.quote_style.is_none())
-        {
-            continue;
-        }
-        if !matches!(prev, Some(Token::Period)) {
-            return Err(unhandled(&name));
-        }
-        let qualifier = n.checked_sub(2).and_then(at);
-        let Some(Token::Word(s)) = qualifier else {
-            return Err(unhandled(&name));
+        let alias = matches!(prev, Some(Token::Word(a)) if a.keyword == Keyword::AS && a.quote_style.is_none());
+        let qualifier = match (prev, n.checked_sub(2).and_then(at)) {
+            (Some(Token::Period), Some(Token::Word(s))) => Some(word_name(s)),
+            _ => None,
         };
-        let qualifier = word_name(s);
-        if qualifier != schema && protected.is_qualified_protected(&qualifier, &name) {
-            return Err(unhandled(&name));
+        let harmless = alias
+            || qualifier
+                .is_some_and(|q| q == schema || !protected.is_qualified_protected(&q, &name));
+        if !harmless {
+            out.push(Mention {
+                at: tokens[sig[n]].span.start,
+                name,
+            });
         }
     }
-    Ok(())
+    out
 }
 
 fn unhandled(name: &str) -> Refusal {
