@@ -223,11 +223,15 @@ impl fmt::Display for VerifyReport {
         for (path, records) in &self.files {
             writeln!(f, "{}: {records} records", path.display())?;
         }
-        match self.seq_range {
-            Some((first, last)) => {
-                writeln!(f, "records {first}..{last} ({} checked)", self.records)?
+        match (self.seq_range, &self.problem) {
+            (Some((first, last)), None) => {
+                writeln!(f, "records {first}..{last} ({} in all)", self.records)?
             }
-            None => writeln!(f, "no records")?,
+            (Some((first, last)), Some(_)) => writeln!(
+                f,
+                "records {first}..{last} chain correctly before the break"
+            )?,
+            (None, _) => writeln!(f, "no records before the break or in the files")?,
         }
         if self.seq_range.is_some() && !self.from_genesis {
             writeln!(
