@@ -5,6 +5,7 @@
 //! the privacy views of the session's view set, `backend` logs in to
 //! PostgreSQL. `policy` and `views` turn the TOML policy into DDL.
 
+pub mod audit;
 pub mod backend;
 pub mod cluster;
 pub mod config;

@@ -1,0 +1,45 @@
+//! The privacy log: one record per statement, refused statement and failed
+//! login, written off the data path to a hash-chained JSON Lines file (and
+//! optionally the table `pgveil_audit.log`).
+//!
+//! The data path builds an [`AuditEvent`] and calls [`AuditHandle::record`],
+//! which never waits: it pushes into a bounded channel. A background writer
+//! normalizes statements (literals become `?`), finds the protected tables
+//! they name, chains each record to the previous one by SHA-256 and writes
+//! batches to the sinks. With `required = true` the handle refuses events
+//! while the buffer is full or a sink is failing, so the proxy can fail
+//! closed. [`verify`] checks a chain; it detects edited, removed, inserted
+//! and reordered records, and a cut-off tail through the `FILE.head` file.
+//!
+//! Limits: the chain is an unkeyed hash, so it shows accidental or naive
+//! tampering, not a rewrite of the whole log and head file by someone with
+//! write access; removing the very first records of the oldest kept file
+//! looks like rotation.
+
+mod catalog;
+mod chain;
+mod config;
+mod error;
+mod event;
+mod file_sink;
+mod handle;
+mod normalize;
+mod record;
+mod table_sink;
+mod tag;
+mod verify;
+mod writer;
+
+pub use catalog::{ProtectedTable, TableCatalog};
+pub use chain::{head_path, GENESIS};
+pub use config::AuditConfig;
+pub use error::{AuditError, AuditUnavailable};
+pub use event::{
+    new_session_id, Access, AuditEvent, AuditVerdict, ColumnAccess, EventKind, SessionInfo,
+    TableAccess,
+};
+pub use file_sink::{log_files, rotated_path};
+pub use handle::{start, AuditHandle};
+pub use normalize::{analyse, normalize, Normalized};
+pub use tag::{rows_from_command_complete, rows_from_command_tag};
+pub use verify::{verify, Problem, Tail, VerifyReport};
