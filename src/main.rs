@@ -125,13 +125,29 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve { config } => serve(config).await,
         Command::Passwd { user } => passwd(&user),
-        Command::Demo { listen, customers, policy } => {
-            let setup = pgveil::demo::Setup { listen, customers, policy };
+        Command::Demo {
+            listen,
+            customers,
+            policy,
+        } => {
+            let setup = pgveil::demo::Setup {
+                listen,
+                customers,
+                policy,
+            };
             Ok(pgveil::demo::run(setup).await?)
         }
-        Command::LoadCrm { config, customers, seed } => {
+        Command::LoadCrm {
+            config,
+            customers,
+            seed,
+        } => {
             let config = Config::load(&config)?;
-            let options = pgveil::crm::LoadOptions { customers, seed, ..Default::default() };
+            let options = pgveil::crm::LoadOptions {
+                customers,
+                seed,
+                ..Default::default()
+            };
             let report = pgveil::control::load_crm(&config, &options).await?;
             println!("{report:?}");
             Ok(())
@@ -148,9 +164,17 @@ async fn run(command: Command) -> anyhow::Result<()> {
             anyhow::ensure!(!errors, "the policy has errors");
             Ok(())
         }
-        Command::Explain { config, user, view, sql } => {
+        Command::Explain {
+            config,
+            user,
+            view,
+            sql,
+        } => {
             let config = Config::load(&config)?;
-            print!("{}", pgveil::control::explain(&config, &user, view.as_deref(), &sql)?);
+            print!(
+                "{}",
+                pgveil::control::explain(&config, &user, view.as_deref(), &sql)?
+            );
             Ok(())
         }
     }
@@ -175,7 +199,9 @@ async fn reload_on_sighup(state: std::sync::Arc<pgveil::server::ServerState>) {
     while hangups.recv().await.is_some() {
         match state.reload_policy().await {
             Ok(()) => tracing::info!("policy reloaded"),
-            Err(e) => tracing::error!("policy reload failed, the previous policy stays in force: {e}"),
+            Err(e) => {
+                tracing::error!("policy reload failed, the previous policy stays in force: {e}")
+            }
         }
     }
 }
