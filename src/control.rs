@@ -77,10 +77,7 @@ pub fn admin_pool(config: &Config) -> Result<Pool, ControlError> {
 }
 
 /// One administrator connection from the pool.
-pub async fn admin_client(
-    config: &Config,
-    pool: &Pool,
-) -> Result<deadpool_postgres::Object, ControlError> {
+pub async fn admin_client(config: &Config, pool: &Pool) -> Result<deadpool_postgres::Object, ControlError> {
     pool.get().await.map_err(|e| ControlError::Connect {
         user: config.backend.user.clone(),
         host: config.backend.host.clone(),
@@ -123,11 +120,7 @@ pub fn role_secret(config: &Config) -> Result<Vec<u8>, ControlError> {
 }
 
 /// Refuses when the views installed in the database do not match the policy.
-pub async fn verify_installed(
-    client: &tokio_postgres::Client,
-    policy: &Policy,
-    config: &Config,
-) -> Result<(), ControlError> {
+pub async fn verify_installed(client: &tokio_postgres::Client, policy: &Policy, config: &Config) -> Result<(), ControlError> {
     let expected = views::fingerprint(policy);
     match views::installed_fingerprint(client, policy).await? {
         Some(installed) if installed == expected => Ok(()),
@@ -159,15 +152,8 @@ impl PolicyRuntime {
         let secret = role_secret(config)?;
         let client = admin_client(config, pool).await?;
         verify_installed(&client, &policy, config).await?;
-        let rewriter = Arc::new(Rewriter::new(
-            policy.protected_tables(),
-            REWRITE_CACHE_CAPACITY,
-        ));
-        Ok(PolicyRuntime {
-            policy,
-            rewriter,
-            secret,
-        })
+        let rewriter = Arc::new(Rewriter::new(policy.protected_tables(), REWRITE_CACHE_CAPACITY));
+        Ok(PolicyRuntime { policy, rewriter, secret })
     }
 }
 
@@ -206,9 +192,7 @@ pub async fn check(config: &Config) -> Result<(String, bool), ControlError> {
     let pool = admin_pool(config)?;
     let client = admin_client(config, &pool).await?;
     let findings = views::check(&client, &policy).await?;
-    let errors = findings
-        .iter()
-        .any(|f| f.severity == views::Severity::Error);
+    let errors = findings.iter().any(|f| f.severity == views::Severity::Error);
     let mut out: String = findings.iter().map(|f| format!("{f}\n")).collect();
     if findings.is_empty() {
         out.push_str("ok: the policy fits the database\n");
@@ -218,12 +202,7 @@ pub async fn check(config: &Config) -> Result<(String, bool), ControlError> {
 
 /// `pgveil explain`: the view set a user gets and what happens to one
 /// statement, without touching the database.
-pub fn explain(
-    config: &Config,
-    user: &str,
-    view: Option<&str>,
-    sql: &str,
-) -> Result<String, ControlError> {
+pub fn explain(config: &Config, user: &str, view: Option<&str>, sql: &str) -> Result<String, ControlError> {
     use crate::rewrite::{Target, Verdict};
     let policy = load_policy(config)?;
     let grant = policy.resolve_session(user, view)?;
@@ -245,12 +224,8 @@ pub fn explain(
     }
     let rewriter = Rewriter::new(policy.protected_tables(), 16);
     match rewriter.rewrite(&target, sql) {
-        Verdict::Forward if target.admin => {
-            out.push_str("verdict:    forwarded unchanged (administrator)\n")
-        }
-        Verdict::Forward => {
-            out.push_str("verdict:    forwarded unchanged (no protected table is named)\n")
-        }
+        Verdict::Forward if target.admin => out.push_str("verdict:    forwarded unchanged (administrator)\n"),
+        Verdict::Forward => out.push_str("verdict:    forwarded unchanged (no protected table is named)\n"),
         Verdict::Rewritten(new) => {
             out.push_str(&format!(
                 "verdict:    rewritten: every protected table now reads the view in {}\nSQL:        {new}\n",
@@ -258,10 +233,7 @@ pub fn explain(
             ));
         }
         Verdict::Refused(r) => {
-            out.push_str(&format!(
-                "verdict:    refused with SQLSTATE {}: {}\n",
-                r.sqlstate, r.message
-            ));
+            out.push_str(&format!("verdict:    refused with SQLSTATE {}: {}\n", r.sqlstate, r.message));
             if let Some(hint) = r.hint {
                 out.push_str(&format!("hint:       {hint}\n"));
             }

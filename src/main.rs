@@ -112,17 +112,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
             anyhow::ensure!(!errors, "the policy has errors");
             Ok(())
         }
-        Command::Explain {
-            config,
-            user,
-            view,
-            sql,
-        } => {
+        Command::Explain { config, user, view, sql } => {
             let config = Config::load(&config)?;
-            print!(
-                "{}",
-                pgveil::control::explain(&config, &user, view.as_deref(), &sql)?
-            );
+            print!("{}", pgveil::control::explain(&config, &user, view.as_deref(), &sql)?);
             Ok(())
         }
     }
@@ -147,9 +139,7 @@ async fn reload_on_sighup(state: std::sync::Arc<pgveil::server::ServerState>) {
     while hangups.recv().await.is_some() {
         match state.reload_policy().await {
             Ok(()) => tracing::info!("policy reloaded"),
-            Err(e) => {
-                tracing::error!("policy reload failed, the previous policy stays in force: {e}")
-            }
+            Err(e) => tracing::error!("policy reload failed, the previous policy stays in force: {e}"),
         }
     }
 }

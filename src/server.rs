@@ -16,8 +16,8 @@ use crate::backend::{BackendError, BackendTarget, Login, Pools};
 use crate::config::{Config, ConfigError, TlsConfig};
 use crate::control::{self, ControlError, PolicyRuntime};
 use crate::policy::ViewKind;
-use crate::protocol::messages::PgError;
 use crate::rewrite::Target;
+use crate::protocol::messages::PgError;
 use crate::session::{self, CancelRegistry, Route};
 
 /// Why the server could not start.
@@ -136,11 +136,7 @@ impl ServerState {
         })
     }
 
-    fn passthrough_route(
-        &self,
-        user: &str,
-        requested_view: Option<&str>,
-    ) -> Result<Route, PgError> {
+    fn passthrough_route(&self, user: &str, requested_view: Option<&str>) -> Result<Route, PgError> {
         if let Some(view) = requested_view {
             return Err(PgError::fatal(
                 "42501",
