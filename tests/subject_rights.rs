@@ -180,8 +180,23 @@ async fn export_returns_every_table_with_real_values_and_classes() {
             .unwrap()
     );
 
-    let missing = subject::export(c, policy, "999999", "olivia").await;
-    assert!(matches!(missing, Err(SubjectError::UnknownSubject(_))));
+    // The key is taken in its canonical form: the same subject, the same reference.
+    let padded = subject::export(c, policy, &format!("00{id}"), "olivia")
+        .await
+        .unwrap();
+    assert_eq!(
+        padded.record.customer_ref.as_deref(),
+        Some(reference.as_str())
+    );
+    assert_eq!(padded.value["subject"]["value"], id.to_string());
+
+    for missing in ["999999", "not-a-number"] {
+        let err = subject::export(c, policy, missing, "olivia").await;
+        assert!(
+            matches!(err, Err(SubjectError::UnknownSubject(_))),
+            "{err:?}"
+        );
+    }
 }
 
 #[tokio::test]

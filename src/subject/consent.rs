@@ -45,12 +45,13 @@ async fn set(
         .ok_or_else(|| unknown_purpose(policy, purpose))?;
     private::ensure(client, policy).await?;
     let subjects = Subjects::load(client, policy).await?;
-    let outcome = transaction(client, async {
-        subjects.require(client, customer_id, true).await?;
-        match &def.column {
-            Some(column) => set_column(client, &subjects, column, customer_id, granted).await,
-            None => set_row(client, policy, &subjects, customer_id, purpose, granted).await,
-        }
+    let (customer_id, outcome) = transaction(client, async {
+        let id = subjects.require(client, customer_id, true).await?;
+        let outcome = match &def.column {
+            Some(column) => set_column(client, &subjects, column, &id, granted).await?,
+            None => set_row(client, policy, &subjects, &id, purpose, granted).await?,
+        };
+        Ok((id, outcome))
     })
     .await?;
     Ok(ActionRecord {
@@ -59,7 +60,7 @@ async fn set(
         } else {
             Action::OptOut
         },
-        customer_ref: Some(private::customer_ref(client, policy, customer_id).await?),
+        customer_ref: Some(private::customer_ref(client, policy, &customer_id).await?),
         purpose: Some(purpose.to_string()),
         columns: Vec::new(),
         actor: actor.to_string(),

@@ -121,12 +121,12 @@ pub async fn correct(
     private::ensure(client, policy).await?;
     let subjects = Subjects::load(client, policy).await?;
     let p = private::schema(policy);
-    let filed = transaction(client, async {
-        subjects.require(client, customer_id, true).await?;
+    let (customer_id, filed) = transaction(client, async {
+        let customer_id = subjects.require(client, customer_id, true).await?;
         let mut filed = Vec::new();
         for change in changes {
             let (table, column) = target(&subjects, &change.table, &change.column)?;
-            let old = current_value(client, &subjects, table, column, customer_id, false).await?;
+            let old = current_value(client, &subjects, table, column, &customer_id, false).await?;
             check_value(client, column, change).await?;
             let sql = format!(
                 "INSERT INTO {p}.corrections (customer, table_name, column_name, old_value, \
@@ -147,12 +147,12 @@ pub async fn correct(
                 .await?;
             filed.push(Correction::from_row(&row));
         }
-        Ok(filed)
+        Ok((customer_id, filed))
     })
     .await?;
     let record = ActionRecord {
         action: Action::Correct,
-        customer_ref: Some(private::customer_ref(client, policy, customer_id).await?),
+        customer_ref: Some(private::customer_ref(client, policy, &customer_id).await?),
         purpose: None,
         columns: changes.iter().map(ToString::to_string).collect(),
         actor: requested_by.to_string(),

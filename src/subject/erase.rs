@@ -138,7 +138,7 @@ pub(super) async fn erase_one(
 ) -> Result<ErasureReport, SubjectError> {
     let rules = rules(subjects)?;
     let p = private::schema(policy);
-    subjects.require(client, customer_id, true).await?;
+    let customer_id = &subjects.require(client, customer_id, true).await?;
     let already = format!("SELECT 1 FROM {p}.anonymized_subjects WHERE key = $1");
     if client.query_opt(&already, &[&customer_id]).await?.is_some() {
         return Err(SubjectError::Rule(format!(

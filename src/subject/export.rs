@@ -28,7 +28,7 @@ pub async fn export(
 ) -> Result<Outcome<Value>, SubjectError> {
     private::ensure(client, policy).await?;
     let subjects = Subjects::load(client, policy).await?;
-    subjects.require(client, customer_id, false).await?;
+    let customer_id = &subjects.require(client, customer_id, false).await?;
     let mut tables = Map::new();
     for table in subjects.linked() {
         let rows = table_rows(client, &subjects, table, customer_id).await?;

@@ -195,24 +195,35 @@ impl Subjects {
     }
 
     /// Fails unless a subject with key `customer_id` exists; locks its row
-    /// when `lock` is set.
+    /// when `lock` is set. Returns the key in its canonical text form
+    /// (`007` becomes `7` for an integer key).
     pub async fn require(
         &self,
         client: &Client,
         customer_id: &str,
         lock: bool,
-    ) -> Result<(), SubjectError> {
+    ) -> Result<String, SubjectError> {
         let table = self
             .subject_table()
             .ok_or_else(|| SubjectError::Rule(format!("no table {}", self.table)))?;
+        let key = ident(table.link.as_deref().unwrap_or_default());
         let sql = format!(
-            "SELECT 1 FROM {} WHERE {}{}",
+            "SELECT {key}::text FROM {} WHERE {}{}",
             self.qualified(table),
             self.link_condition(table, 1)?,
             if lock { " FOR UPDATE" } else { "" }
         );
-        match client.query_opt(&sql, &[&customer_id]).await? {
-            Some(_) => Ok(()),
+        let row = client.query_opt(&sql, &[&customer_id]).await.map_err(|e| {
+            match e.code() {
+                // Not even a value of the key's type.
+                Some(code) if code.code().starts_with("22") => {
+                    SubjectError::UnknownSubject(customer_id.to_string())
+                }
+                _ => SubjectError::Db(e),
+            }
+        })?;
+        match row {
+            Some(row) => Ok(row.get(0)),
             None => Err(SubjectError::UnknownSubject(customer_id.to_string())),
         }
     }
