@@ -17,4 +17,5 @@ pub mod protocol;
 pub mod rewrite;
 pub mod server;
 pub mod session;
+pub mod subject;
 pub mod views;

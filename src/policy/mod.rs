@@ -19,7 +19,8 @@ use serde::Serialize;
 pub use error::{Location, PolicyError, Problem};
 pub use masks::ResolvedMask;
 pub use model::{
-    Basis, Class, ColumnDef, DateUnit, Kind, MaskName, MaskSpec, PurposeDef, ViewKind, ViewSetDef,
+    Basis, Class, ColumnDef, DateUnit, EraseRule, Kind, MaskName, MaskSpec, PurposeDef,
+    RetentionDef, ViewKind, ViewSetDef,
 };
 pub use session::{user_placeholders, LoginRole, SessionGrant, ADMIN_VIEW_SET};
 
@@ -175,6 +176,11 @@ impl Policy {
                 basis: *basis,
                 column: None,
             })
+    }
+
+    /// The names of the purposes the policy defines (built-ins not included).
+    pub fn purpose_names(&self) -> impl Iterator<Item = String> + '_ {
+        self.purposes.keys().cloned()
     }
 
     /// A named SQL expression of the `[admin]` section.

@@ -367,6 +367,63 @@ pub struct TableDef {
     /// Columns (names or patterns with `*`) and their classification.
     #[serde(default)]
     pub columns: BTreeMap<String, Short<ColumnDef>>,
+    /// What erasing a data subject does to this table's rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erase: Option<EraseRule>,
+    /// When rows expire; expired rows are erased by the `erase` rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<RetentionDef>,
+}
+
+/// What erasure (on request or by retention) does to a table's rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EraseRule {
+    /// Delete the rows.
+    Delete,
+    /// Keep the rows; overwrite identity, personal, sensitive and
+    /// unclassified columns (NULL, or a constant where NULL is not allowed)
+    /// and re-key the link to the subject with a fresh random key.
+    Anonymize,
+}
+
+impl EraseRule {
+    /// The name used in policy files.
+    pub fn name(self) -> &'static str {
+        match self {
+            EraseRule::Delete => "delete",
+            EraseRule::Anonymize => "anonymize",
+        }
+    }
+}
+
+/// `[tables.<name>.retention]`: rows expire `after` a time past `column`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionDef {
+    /// Date or timestamp column the age is measured from.
+    pub column: String,
+    /// Age at which a row expires: `"<n> days"`, `"<n> months"` or `"<n> years"`.
+    pub after: String,
+}
+
+impl RetentionDef {
+    /// `after` as a PostgreSQL interval literal, if it is well formed.
+    pub fn interval(&self) -> Option<String> {
+        let mut parts = self.after.split_whitespace();
+        let n: u32 = parts.next()?.parse().ok()?;
+        let unit = parts.next()?;
+        if parts.next().is_some() || n == 0 {
+            return None;
+        }
+        let unit = match unit.trim_end_matches('s') {
+            "day" => "days",
+            "month" => "months",
+            "year" => "years",
+            _ => return None,
+        };
+        Some(format!("{n} {unit}"))
+    }
 }
 
 /// `[admin]`: the section where raw SQL is allowed.

@@ -294,3 +294,33 @@ fn glob_patterns() {
     assert!(!glob_match("*_at", "status"));
     assert!(!glob_match("a*b*c", "acb"));
 }
+
+#[test]
+fn erase_and_retention_rules_are_checked() {
+    let crm = crm();
+    let customers = crm.tables()["customers"].get();
+    assert_eq!(customers.erase, Some(EraseRule::Anonymize));
+    let retention = customers.retention.as_ref().unwrap();
+    assert_eq!(retention.interval().as_deref(), Some("3 years"));
+
+    let text = format!(
+        "[subject]\ntable = \"customers\"\nkey = \"customer_id\"\n\
+         [tables.customers]\nerase = \"anonymize\"\n\
+         retention = {{ column = \"last_active_at\", after = \"3 fortnights\" }}\n\
+         [tables.orders]\nerase = \"anonymize\"\n\
+         retention = {{ column = \"ordered_at\", after = \"10 years\" }}\n\
+         [tables.orders.columns]\norder_id = \"non_personal\"\n\
+         [tables.notes]\nretention = {{ column = \"at\", after = \"1 year\" }}\n\
+         [tables.notes.columns]\nat = \"non_personal\"\n{MINIMAL}"
+    );
+    let found: Vec<String> = problems(&text).iter().map(|p| p.to_string()).collect();
+    assert_eq!(found.len(), 3, "{found:#?}");
+    assert!(
+        found[0].contains("\"3 fortnights\" is not an age"),
+        "{found:#?}"
+    );
+    assert!(found[1].contains("notes: a retention rule needs an erase rule"));
+    assert!(found[2].contains("orders: expired rows of a table other than the subject"));
+    let bad_rule = problems(&format!("[tables.x]\nerase = \"shred\"\n{MINIMAL}"));
+    assert!(bad_rule[0].to_string().contains("shred"), "{bad_rule:?}");
+}

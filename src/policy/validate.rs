@@ -9,7 +9,9 @@ use sqlparser::parser::Parser;
 use sqlparser::tokenizer::Token;
 
 use super::error::{Location, Problem};
-use super::model::{Class, Kind, MaskName, MaskSpec, Short, ViewKind, ViewSetDef};
+use super::model::{
+    Class, EraseRule, Kind, MaskName, MaskSpec, Short, TableDef, ViewKind, ViewSetDef,
+};
 use super::session::user_placeholders;
 use super::{Entry, Policy};
 
@@ -150,6 +152,7 @@ impl Validator<'_> {
                     "name the table as it is in the database (lower case)",
                 );
             }
+            self.retention(table, entry);
             for (column, def) in &entry.get().columns {
                 let col = &def.0;
                 for kind in [
@@ -169,6 +172,40 @@ impl Validator<'_> {
                     }
                 }
             }
+        }
+    }
+
+    fn retention(&mut self, table: &str, entry: &Entry<TableDef>) {
+        let def = entry.get();
+        let Some(retention) = &def.retention else {
+            return;
+        };
+        let loc = self.at(entry.file, &["tables", table, "retention"]);
+        if retention.interval().is_none() {
+            self.push(
+                loc.clone(),
+                format!(
+                    "tables.{table}.retention: after = \"{}\" is not an age",
+                    retention.after
+                ),
+                "write after = \"<n> days\", \"<n> months\" or \"<n> years\"",
+            );
+        }
+        let is_subject = self.policy.subject().is_some_and(|s| s.table == table);
+        match def.erase {
+            None => self.push(
+                loc,
+                format!("tables.{table}: a retention rule needs an erase rule"),
+                "add erase = \"delete\" or erase = \"anonymize\" to the table",
+            ),
+            Some(EraseRule::Anonymize) if !is_subject => self.push(
+                loc,
+                format!(
+                    "tables.{table}: expired rows of a table other than the subject table can only be deleted"
+                ),
+                "set erase = \"delete\", or put the retention rule on the subject table",
+            ),
+            Some(_) => {}
         }
     }
 
