@@ -103,6 +103,7 @@ impl PgError {
             Severity::Fatal => "FATAL",
         };
         let mut info = ErrorInfo::new(severity.to_owned(), self.code.clone(), self.message.clone());
+        info.severity_nonlocalized = Some(severity.to_owned());
         info.detail.clone_from(&self.detail);
         info.hint.clone_from(&self.hint);
         encode_infallible(&ErrorResponse::from(info), out);
@@ -310,6 +311,7 @@ mod tests {
             .with_hint("ask")
             .encode(&mut out);
         assert_eq!(error_code(&out), Some(&b"42501"[..]));
+        assert_eq!(error_field(&out, b'V'), Some(&b"ERROR"[..]));
         assert_eq!(error_field(&out, b'H'), Some(&b"ask"[..]));
         assert_eq!(error_field(&out, b'D'), None);
     }
