@@ -38,7 +38,6 @@ const REFUSED: &[(&str, &str)] = &[
     ("create or replace function f() returns setof text language plpgsql as $$ begin return query execute 'select email from public.customers'; end $$", DENIED),
     ("create procedure p() language sql as $$ select 1 $$", DENIED),
     ("call p()", DENIED),
-    ("execute immediate 'select 1'", DENIED),
     // copy-out into tables
     ("create table copied as select * from customers", DENIED),
     ("create temp table copied as select * from customers", DENIED),
@@ -88,7 +87,10 @@ const REFUSED: &[(&str, &str)] = &[
     ("set standard_conforming_strings = off", DENIED),
     ("select email from U&\"customers\"", UNSUPPORTED),
     ("select email from U&\"\\0063ustomers\"", UNSUPPORTED),
-    ("select email from customers order by email using ~<~", UNSUPPORTED),
+    // valid PostgreSQL the parser cannot analyse, naming a protected table
+    ("select xmlelement(name x, email) from customers", UNSUPPORTED),
+    ("select email from rows from (generate_series(1, 2)) x, customers", UNSUPPORTED),
+    ("selectt email from customers", UNSUPPORTED),
 ];
 
 fn one() -> Rows {
@@ -121,7 +123,13 @@ async fn every_refused_class_has_its_sqlstate_and_the_session_goes_on_extended_p
 #[tokio::test]
 async fn every_refused_class_in_psycopg() {
     let texts: Vec<&str> = REFUSED.iter().map(|(s, _)| *s).collect();
-    let out = veil::psycopg(proxy(), "sam", "statements", &[], &serde_json::to_string(&texts).unwrap());
+    let out = veil::psycopg(
+        proxy(),
+        "sam",
+        "statements",
+        &[],
+        &serde_json::to_string(&texts).unwrap(),
+    );
     let results = out.as_array().unwrap();
     assert_eq!(results.len(), REFUSED.len());
     for ((sql, state), result) in REFUSED.iter().zip(results) {
@@ -134,7 +142,9 @@ async fn every_refused_class_in_psycopg() {
 fn every_refused_class_in_psql() {
     let mut script = String::new();
     for (i, (sql, _)) in REFUSED.iter().enumerate() {
-        script.push_str(&format!("{sql};\n\\echo result {i} :SQLSTATE\nselect 'alive';\n\\echo after {i} :SQLSTATE\n"));
+        script.push_str(&format!(
+            "{sql};\n\\echo result {i} :SQLSTATE\nselect 'alive';\n\\echo after {i} :SQLSTATE\n"
+        ));
     }
     let mut command = veil::psql(proxy(), "sam");
     command.args(["-At", "-v", "ON_ERROR_STOP=0", "-f", "-"]);
@@ -142,7 +152,10 @@ fn every_refused_class_in_psql() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     for (i, (sql, state)) in REFUSED.iter().enumerate() {
-        assert!(stdout.contains(&format!("result {i} {state}\nalive\nafter {i} 00000\n")), "{sql}:\n{stdout}\n{stderr}");
+        assert!(
+            stdout.contains(&format!("result {i} {state}\nalive\nafter {i} 00000\n")),
+            "{sql}:\n{stdout}\n{stderr}"
+        );
     }
     assert_eq!(stderr.matches("ERROR:").count(), REFUSED.len(), "{stderr}");
     assert!(stderr.contains("pgveil"), "{stderr}");
@@ -152,13 +165,19 @@ fn every_refused_class_in_psql() {
 async fn a_refusal_aborts_a_transaction_like_any_error() {
     let sam = connect(proxy(), "sam").await;
     sam.batch_execute("begin").await.unwrap();
-    assert_eq!(rows(&sam, "select count(*)::text from customers").await, vec![vec![Some("300".to_owned())]]);
+    assert_eq!(
+        rows(&sam, "select count(*)::text from customers").await,
+        vec![vec![Some("300".to_owned())]]
+    );
     assert_eq!(sqlstate(&sam, "set role postgres").await, DENIED);
     assert_eq!(sqlstate(&sam, "select 1").await, "25P02");
     sam.batch_execute("rollback").await.unwrap();
     assert_eq!(rows(&sam, "select 1").await, one());
     // a multi-statement text is refused as a whole: nothing of it runs
-    assert_eq!(sqlstate(&sam, "select 1; create table scratch (x int); select 2").await, DENIED);
+    assert_eq!(
+        sqlstate(&sam, "select 1; create table scratch (x int); select 2").await,
+        DENIED
+    );
     assert_eq!(rows(&sam, "select 1").await, one());
 }
 
@@ -177,26 +196,46 @@ async fn pipeline_with_a_refused_statement_skips_to_sync() {
     assert_eq!(out["error"], "42501", "{out}");
     let results = out["results"].as_array().unwrap();
     assert_eq!(veil::json_rows(&results[0]["rows"]), one(), "{out}");
-    assert_eq!(veil::json_rows(&results[1]["rows"]), vec![vec![city.clone()]], "{out}");
-    assert!(results[2]["rows"].is_null(), "the refused statement has no result: {out}");
+    assert_eq!(
+        veil::json_rows(&results[1]["rows"]),
+        vec![vec![city.clone()]],
+        "{out}"
+    );
+    assert!(
+        results[2]["rows"].is_null(),
+        "the refused statement has no result: {out}"
+    );
     for skipped in &results[3..] {
-        assert_eq!(skipped["raised"], "PipelineAborted", "{out}");
+        assert!(skipped["rows"].is_null(), "skipped up to the Sync: {out}");
     }
     // the UPDATE after the refusal did not run, and the session works
     assert_eq!(veil::json_rows(&out["after"]), vec![vec![city.clone()]]);
-    let now = rows(&root, &format!("select city from customers where customer_id = {id}")).await;
+    let now = rows(
+        &root,
+        &format!("select city from customers where customer_id = {id}"),
+    )
+    .await;
     assert_eq!(now, vec![vec![city]]);
 }
 
 #[test]
 fn psql_describe_works_for_a_non_admin() {
     let p = proxy();
-    for (command, expect) in [("\\dt", None), ("\\d", Some("customers")), ("\\d customers", Some("email")), ("\\dv", Some("customers"))] {
+    for (command, expect) in [
+        ("\\dt", None),
+        ("\\d", Some("customers")),
+        ("\\d customers", Some("email")),
+        ("\\dv", Some("customers")),
+    ] {
         let mut psql = veil::psql(p, "sam");
         psql.args(["-v", "ON_ERROR_STOP=1", "-c", command]);
         let out = veil::output(psql, "");
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{command}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{command}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         if let Some(word) = expect {
             assert!(text.contains(word), "{command}:\n{text}");
         }
@@ -223,7 +262,8 @@ fn connect_time_settings_that_escape_are_fatal() {
         ("PGOPTIONS", "-c pgveil.view=personal"),
     ] {
         let mut psql = veil::psql(p, "sam");
-        psql.env(var, value).args(["-c", "select email from customers limit 1"]);
+        psql.env(var, value)
+            .args(["-c", "select email from customers limit 1"]);
         let out = veil::output(psql, "");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{var}={value} connected");
@@ -232,7 +272,11 @@ fn connect_time_settings_that_escape_are_fatal() {
     }
     // the privacy officer may pick her other view set
     let mut psql = veil::psql(p, "olivia");
-    psql.env("PGOPTIONS", "-c pgveil.view=standard").args(["-At", "-c", "select count(*) from customers where email like '***@%'"]);
+    psql.env("PGOPTIONS", "-c pgveil.view=standard").args([
+        "-At",
+        "-c",
+        "select count(*) from customers where email like '***@%'",
+    ]);
     assert_ne!(veil::stdout_ok(psql, "").trim(), "0");
 }
 
@@ -243,8 +287,16 @@ async fn login_directly(p: &Proxy, role: &str) -> tokio_postgres::Client {
     let password = pgveil::views::login_password(secret.trim_end().as_bytes(), role);
     let cluster = common::cluster();
     let mut config = tokio_postgres::Config::new();
-    config.host(cluster.host()).port(cluster.port()).user(role).password(password).dbname(&p.database);
-    let (client, connection) = config.connect(tokio_postgres::NoTls).await.unwrap_or_else(|e| panic!("login as {role}: {e}"));
+    config
+        .host(cluster.host())
+        .port(cluster.port())
+        .user(role)
+        .password(password)
+        .dbname(&p.database);
+    let (client, connection) = config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("login as {role}: {e}"));
     tokio::spawn(connection);
     client
 }
@@ -254,19 +306,52 @@ async fn view_set_roles_cannot_read_base_tables_in_postgresql() {
     let p = proxy();
     let root = connect(p, "root").await;
     root.batch_execute("analyze customers").await.unwrap();
-    for role in ["veil_standard", "veil_analytics", "veil_marketing", "veil_partner_export", "veil_sales__region_north"] {
+    for role in [
+        "veil_standard",
+        "veil_analytics",
+        "veil_marketing",
+        "veil_partner_export",
+        "veil_sales__region_north",
+    ] {
         let client = login_directly(p, role).await;
-        for table in ["customers", "orders", "consents", "sales_reps", "opportunities", "contact_preferences"] {
-            assert_eq!(sqlstate(&client, &format!("select * from public.{table} limit 1")).await, DENIED, "{role} {table}");
+        for table in [
+            "customers",
+            "orders",
+            "consents",
+            "sales_reps",
+            "opportunities",
+            "contact_preferences",
+        ] {
+            assert_eq!(
+                sqlstate(&client, &format!("select * from public.{table} limit 1")).await,
+                DENIED,
+                "{role} {table}"
+            );
         }
-        assert_eq!(sqlstate(&client, "select * from pgveil_private.keys").await, DENIED, "{role}");
-        assert_eq!(sqlstate(&client, "set role postgres").await, DENIED, "{role}");
-        let stats = rows(&client, "select attname::text from pg_stats where tablename = 'customers'").await;
+        assert_eq!(
+            sqlstate(&client, "select * from pgveil_private.keys").await,
+            DENIED,
+            "{role}"
+        );
+        assert_eq!(
+            sqlstate(&client, "set role postgres").await,
+            DENIED,
+            "{role}"
+        );
+        let stats = rows(
+            &client,
+            "select attname::text from pg_stats where tablename = 'customers'",
+        )
+        .await;
         assert_eq!(stats, Rows::new(), "{role} sees planner statistics");
         // its own views work
         rows(&client, "select count(*) from customers").await;
     }
-    let stats = rows(&root, "select attname::text from pg_stats where tablename = 'customers'").await;
+    let stats = rows(
+        &root,
+        "select attname::text from pg_stats where tablename = 'customers'",
+    )
+    .await;
     assert!(!stats.is_empty(), "the statistics exist");
 }
 
@@ -277,27 +362,97 @@ async fn sales_rep_writes_stay_in_her_region() {
     let p = proxy();
     let root = connect(p, "root").await;
     let alice = connect(p, "alice_north").await;
-    let insert = |id: u32, region: &str| format!("insert into customers (customer_id, account_no, first_name, last_name, country, region) values ({id}, 'T-{id}', 'Test', 'Person', 'LT', '{region}')");
+    let insert = |id: u32, region: &str| {
+        format!("insert into customers (customer_id, account_no, first_name, last_name, country, region) values ({id}, 'T-{id}', 'Test', 'Person', 'LT', '{region}')")
+    };
     let state = sqlstate(&alice, &insert(990_001, "south")).await;
     assert!(state == "44000" || state == DENIED, "{state}");
-    assert_eq!(rows(&root, "select count(*)::text from customers where customer_id = 990001").await, vec![vec![Some("0".to_owned())]]);
+    assert_eq!(
+        rows(
+            &root,
+            "select count(*)::text from customers where customer_id = 990001"
+        )
+        .await,
+        vec![vec![Some("0".to_owned())]]
+    );
     rows(&alice, &insert(990_002, "north")).await;
-    assert_eq!(rows(&root, "select region from customers where customer_id = 990002").await, vec![vec![Some("north".to_owned())]]);
-    root.batch_execute("delete from customers where customer_id = 990002").await.unwrap();
+    assert_eq!(
+        rows(
+            &root,
+            "select region from customers where customer_id = 990002"
+        )
+        .await,
+        vec![vec![Some("north".to_owned())]]
+    );
+    root.batch_execute("delete from customers where customer_id = 990002")
+        .await
+        .unwrap();
 
     let (id, city) = north_customer(&root, 1).await;
-    assert_eq!(sqlstate(&alice, &format!("update customers set region = 'south' where customer_id = {id}")).await, "44000");
-    assert_eq!(sqlstate(&alice, &format!("update customers set email = 'x@y.z' where customer_id = {id}")).await, DENIED);
-    rows(&alice, &format!("update customers set city = 'Updated-by-alice' where customer_id = {id}")).await;
-    let now = rows(&root, &format!("select city, region from customers where customer_id = {id}")).await;
-    assert_eq!(now, vec![vec![Some("Updated-by-alice".to_owned()), Some("north".to_owned())]]);
-    root.batch_execute(&format!("update customers set city = {} where customer_id = {id}", city.map_or("null".to_owned(), |c| format!("'{}'", c.replace('\'', "''"))))).await.unwrap();
+    assert_eq!(
+        sqlstate(
+            &alice,
+            &format!("update customers set region = 'south' where customer_id = {id}")
+        )
+        .await,
+        "44000"
+    );
+    // a masked column is not writable: PostgreSQL refuses the view column
+    // (0A000, not a base column) or the column grant (42501)
+    let state = sqlstate(
+        &alice,
+        &format!("update customers set email = 'x@y.z' where customer_id = {id}"),
+    )
+    .await;
+    assert!(state == "0A000" || state == DENIED, "{state}");
+    rows(
+        &alice,
+        &format!("update customers set city = 'Updated-by-alice' where customer_id = {id}"),
+    )
+    .await;
+    let now = rows(
+        &root,
+        &format!("select city, region from customers where customer_id = {id}"),
+    )
+    .await;
+    assert_eq!(
+        now,
+        vec![vec![
+            Some("Updated-by-alice".to_owned()),
+            Some("north".to_owned())
+        ]]
+    );
+    root.batch_execute(&format!(
+        "update customers set city = {} where customer_id = {id}",
+        city.map_or("null".to_owned(), |c| format!(
+            "'{}'",
+            c.replace('\'', "''")
+        ))
+    ))
+    .await
+    .unwrap();
 
     // a south customer is invisible, so untouched
-    let south = rows(&root, "select customer_id::text, city from customers where region = 'south' order by 1 limit 1").await;
+    let south = rows(
+        &root,
+        "select customer_id::text, city from customers where region = 'south' order by 1 limit 1",
+    )
+    .await;
     let sid = south[0][0].clone().unwrap();
-    alice.batch_execute(&format!("update customers set city = 'hijacked' where customer_id = {sid}")).await.unwrap();
-    assert_eq!(rows(&root, &format!("select city from customers where customer_id = {sid}")).await, vec![vec![south[0][1].clone()]]);
+    alice
+        .batch_execute(&format!(
+            "update customers set city = 'hijacked' where customer_id = {sid}"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        rows(
+            &root,
+            &format!("select city from customers where customer_id = {sid}")
+        )
+        .await,
+        vec![vec![south[0][1].clone()]]
+    );
 }
 
 #[tokio::test]
@@ -306,15 +461,26 @@ async fn insert_select_copies_only_masked_values() {
     let root = connect(p, "root").await;
     let alice = connect(p, "alice_north").await;
     let (id, _) = north_customer(&root, 2).await;
-    let raw = rows(&root, &format!("select email from customers where customer_id = {id}")).await;
+    let raw = rows(
+        &root,
+        &format!("select email from customers where customer_id = {id}"),
+    )
+    .await;
     let email = raw[0][0].clone().unwrap();
     alice.batch_execute("begin").await.unwrap();
     rows(&alice, &format!("insert into customers (customer_id, account_no, first_name, last_name, country, region) \
         select customer_id + 5000000, account_no || '-copy', email, 'x', country, region from customers where customer_id = {id}")).await;
-    let copied = rows(&alice, &format!("select first_name from customers where customer_id = {id} + 5000000")).await;
+    let copied = rows(
+        &alice,
+        &format!("select first_name from customers where customer_id = {id} + 5000000"),
+    )
+    .await;
     alice.batch_execute("rollback").await.unwrap();
     let at = email.rfind('@').unwrap();
-    assert_eq!(copied, vec![vec![Some(format!("***@{}", &email[at + 1..]))]]);
+    assert_eq!(
+        copied,
+        vec![vec![Some(format!("***@{}", &email[at + 1..]))]]
+    );
 }
 
 #[tokio::test]
@@ -331,5 +497,12 @@ async fn read_only_and_standard_sets_cannot_write() {
         }
     }
     let root = connect(p, "root").await;
-    assert_eq!(rows(&root, "select count(*)::text from customers where city = 'x'").await, vec![vec![Some("0".to_owned())]]);
+    assert_eq!(
+        rows(
+            &root,
+            "select count(*)::text from customers where city = 'x'"
+        )
+        .await,
+        vec![vec![Some("0".to_owned())]]
+    );
 }

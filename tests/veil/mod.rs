@@ -44,9 +44,11 @@ pub async fn try_rows(
     Ok(messages
         .iter()
         .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(row) => {
-                Some((0..row.len()).map(|i| row.get(i).map(str::to_owned)).collect())
-            }
+            tokio_postgres::SimpleQueryMessage::Row(row) => Some(
+                (0..row.len())
+                    .map(|i| row.get(i).map(str::to_owned))
+                    .collect(),
+            ),
             _ => None,
         })
         .collect())
@@ -166,7 +168,13 @@ pub fn psycopg_script() -> &'static Path {
 }
 
 /// Runs the psycopg probe in `mode` as `user`; returns its JSON output.
-pub fn psycopg(proxy: &Proxy, user: &str, mode: &str, args: &[&str], stdin: &str) -> serde_json::Value {
+pub fn psycopg(
+    proxy: &Proxy,
+    user: &str,
+    mode: &str,
+    args: &[&str],
+    stdin: &str,
+) -> serde_json::Value {
     let mut command = Command::new("python3");
     command
         .arg(psycopg_script())
@@ -174,7 +182,8 @@ pub fn psycopg(proxy: &Proxy, user: &str, mode: &str, args: &[&str], stdin: &str
         .arg(proxy.dsn(user))
         .args(args);
     let text = stdout_ok(command, stdin);
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("psycopg output is not JSON ({e}): {text}"))
+    serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("psycopg output is not JSON ({e}): {text}"))
 }
 
 /// JSON rows (arrays of strings/nulls) as [`Rows`].
@@ -207,8 +216,14 @@ pub async fn all_clients(proxy: &Proxy, user: &str, sql: &str) -> Rows {
     let client = connect(proxy, user).await;
     let via_tokio = rows(&client, sql).await;
     let via_psql = psql_rows(proxy, user, sql);
-    assert_eq!(via_psql, via_tokio, "psql and tokio-postgres differ for {user}: {sql}");
+    assert_eq!(
+        via_psql, via_tokio,
+        "psql and tokio-postgres differ for {user}: {sql}"
+    );
     let via_psycopg = psycopg_rows(proxy, user, sql);
-    assert_eq!(via_psycopg, via_tokio, "psycopg and tokio-postgres differ for {user}: {sql}");
+    assert_eq!(
+        via_psycopg, via_tokio,
+        "psycopg and tokio-postgres differ for {user}: {sql}"
+    );
     via_tokio
 }
