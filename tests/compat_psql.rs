@@ -10,16 +10,7 @@ use common::proxy::{self, ProxyOptions, USER_PASSWORD};
 const USER: &str = "app";
 
 /// Runs a client program with a libpq connection given as environment.
-fn run(
-    program: &str,
-    args: &[&str],
-    host: &str,
-    port: u16,
-    user: &str,
-    password: &str,
-    db: &str,
-    stdin: Option<&str>,
-) -> Output {
+fn run(program: &str, args: &[&str], host: &str, port: u16, user: &str, password: &str, db: &str, stdin: Option<&str>) -> Output {
     let bin = common::cluster().bin_dir().join(program);
     let mut command = Command::new(bin);
     command
@@ -35,17 +26,9 @@ fn run(
     if let Some(input) = stdin {
         use std::io::Write;
         use std::process::Stdio;
-        command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = command.spawn().expect("spawn client");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(input.as_bytes())
-            .expect("write stdin");
+        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
         return child.wait_with_output().expect("client output");
     }
     command.output().expect("run client")
@@ -69,48 +52,20 @@ impl Pair {
 
     fn direct(&self, program: &str, args: &[&str], stdin: Option<&str>) -> Output {
         let c = common::cluster();
-        run(
-            program,
-            args,
-            c.host(),
-            c.port(),
-            c.superuser(),
-            c.password(),
-            &self.direct_db,
-            stdin,
-        )
+        run(program, args, c.host(), c.port(), c.superuser(), c.password(), &self.direct_db, stdin)
     }
 
     fn proxied(&self, program: &str, args: &[&str], stdin: Option<&str>) -> Output {
         let p = &self.proxy;
-        run(
-            program,
-            args,
-            &p.addr.ip().to_string(),
-            p.addr.port(),
-            USER,
-            USER_PASSWORD,
-            &p.database,
-            stdin,
-        )
+        run(program, args, &p.addr.ip().to_string(), p.addr.port(), USER, USER_PASSWORD, &p.database, stdin)
     }
 
     /// Runs psql both ways and returns (stdout+stderr, status) of each.
     fn psql_both(&self, args: &[&str], stdin: Option<&str>) -> (String, String) {
         let mut full = vec!["-X", "-v", "VERBOSITY=default"];
         full.extend_from_slice(args);
-        let show = |o: Output| {
-            format!(
-                "{}\n--stderr--\n{}\n--status {}--",
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr),
-                o.status
-            )
-        };
-        (
-            show(self.direct("psql", &full, stdin)),
-            show(self.proxied("psql", &full, stdin)),
-        )
+        let show = |o: Output| format!("{}\n--stderr--\n{}\n--status {}--", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr), o.status);
+        (show(self.direct("psql", &full, stdin)), show(self.proxied("psql", &full, stdin)))
     }
 }
 
@@ -135,14 +90,8 @@ async fn psql_script_with_errors_matches_direct() {
     assert_eq!(direct, proxied);
     assert!(proxied.contains("王伟"), "{proxied}");
     assert!(proxied.contains("division by zero"), "{proxied}");
-    assert!(
-        proxied.contains("current transaction is aborted"),
-        "{proxied}"
-    );
-    assert!(
-        proxied.contains("Vilnius"),
-        "rollback undid the update: {proxied}"
-    );
+    assert!(proxied.contains("current transaction is aborted"), "{proxied}");
+    assert!(proxied.contains("Vilnius"), "rollback undid the update: {proxied}");
 }
 
 #[tokio::test]
@@ -154,21 +103,9 @@ async fn psql_multi_statement_c_and_describe_match_direct() {
     let (direct, proxied) = pair.psql_both(&["-c", "insert into accounts (email) values ('a@x.lt'); select 1 as one; select email from accounts"], None);
     assert_eq!(direct, proxied);
     assert!(proxied.contains("a@x.lt"), "{proxied}");
-    for meta in [
-        "\\d accounts",
-        "\\dt+",
-        "\\d+ accounts",
-        "\\di",
-        "\\l crm",
-        "\\dn",
-        "\\df lower",
-    ] {
+    for meta in ["\\d accounts", "\\dt+", "\\d+ accounts", "\\di", "\\l crm", "\\dn", "\\df lower"] {
         let (direct, proxied) = pair.psql_both(&["-c", meta], None);
-        assert_eq!(
-            direct.replace(&pair.direct_db, "DB"),
-            proxied.replace(&pair.proxy.database, "DB"),
-            "{meta}"
-        );
+        assert_eq!(direct.replace(&pair.direct_db, "DB"), proxied.replace(&pair.proxy.database, "DB"), "{meta}");
     }
     let (_, proxied) = pair.psql_both(&["-c", "\\d accounts"], None);
     assert!(proxied.contains("accounts_email_key"), "{proxied}");
@@ -177,55 +114,24 @@ async fn psql_multi_statement_c_and_describe_match_direct() {
 #[tokio::test]
 async fn psql_copy_in_and_out_match_direct() {
     let pair = Pair::new("psql_copy").await;
-    pair.psql_both(
-        &[
-            "-c",
-            "create table items (id int, label text, price numeric)",
-        ],
-        None,
-    );
-    let rows: String = (1..=2000)
-        .map(|i| format!("{i}\tžąsis \\\\ {i}\t{}.5\n", i % 97))
-        .collect();
+    pair.psql_both(&["-c", "create table items (id int, label text, price numeric)"], None);
+    let rows: String = (1..=2000).map(|i| format!("{i}\tžąsis \\\\ {i}\t{}.5\n", i % 97)).collect();
     let (direct, proxied) = pair.psql_both(&["-c", "\\copy items from stdin"], Some(&rows));
     assert_eq!(direct, proxied);
     assert!(proxied.contains("COPY 2000"), "{proxied}");
-    let (direct, proxied) = pair.psql_both(
-        &[
-            "-c",
-            "\\copy (select * from items order by id) to stdout with (format csv, header)",
-        ],
-        None,
-    );
+    let (direct, proxied) = pair.psql_both(&["-c", "\\copy (select * from items order by id) to stdout with (format csv, header)"], None);
     assert_eq!(direct, proxied);
-    assert!(
-        proxied.contains("2000,žąsis \\ 2000,19.5"),
-        "{}",
-        &proxied[proxied.len().saturating_sub(200)..]
-    );
-    let (direct, proxied) = pair.psql_both(
-        &["-c", "\\copy items from stdin"],
-        Some("1\tx\tnot-a-number\n"),
-    );
+    assert!(proxied.contains("2000,žąsis \\ 2000,19.5"), "{}", &proxied[proxied.len().saturating_sub(200)..]);
+    let (direct, proxied) = pair.psql_both(&["-c", "\\copy items from stdin"], Some("1\tx\tnot-a-number\n"));
     assert_eq!(direct, proxied);
-    assert!(
-        proxied.contains("invalid input syntax for type numeric"),
-        "{proxied}"
-    );
+    assert!(proxied.contains("invalid input syntax for type numeric"), "{proxied}");
 }
 
 fn pgbench_summary(output: &Output) -> String {
     let text = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "pgbench failed: {text}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "pgbench failed: {text}\n{}", String::from_utf8_lossy(&output.stderr));
     text.lines()
-        .filter(|l| {
-            l.starts_with("number of transactions actually processed")
-                || l.starts_with("number of failed")
-        })
+        .filter(|l| l.starts_with("number of transactions actually processed") || l.starts_with("number of failed"))
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -233,15 +139,8 @@ fn pgbench_summary(output: &Output) -> String {
 #[tokio::test]
 async fn pgbench_init_and_select_only_in_simple_and_prepared_mode() {
     let pair = Pair::new("pgbench").await;
-    for output in [
-        pair.direct("pgbench", &["-i", "-s", "1", "-q"], None),
-        pair.proxied("pgbench", &["-i", "-s", "1", "-q"], None),
-    ] {
-        assert!(
-            output.status.success(),
-            "pgbench -i failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+    for output in [pair.direct("pgbench", &["-i", "-s", "1", "-q"], None), pair.proxied("pgbench", &["-i", "-s", "1", "-q"], None)] {
+        assert!(output.status.success(), "pgbench -i failed: {}", String::from_utf8_lossy(&output.stderr));
     }
     let count = "select count(*), sum(abalance), sum(bid) from pgbench_accounts";
     let (direct, proxied) = pair.psql_both(&["-c", count], None);
@@ -252,15 +151,8 @@ async fn pgbench_init_and_select_only_in_simple_and_prepared_mode() {
         let direct = pgbench_summary(&pair.direct("pgbench", &args, None));
         let proxied = pgbench_summary(&pair.proxied("pgbench", &args, None));
         assert_eq!(direct, proxied, "mode {mode}");
-        assert!(
-            proxied.contains("processed: 1000/1000"),
-            "mode {mode}: {proxied}"
-        );
+        assert!(proxied.contains("processed: 1000/1000"), "mode {mode}: {proxied}");
     }
-    let reconnecting =
-        pgbench_summary(&pair.proxied("pgbench", &["-n", "-S", "-C", "-c", "2", "-t", "50"], None));
-    assert!(
-        reconnecting.contains("processed: 100/100"),
-        "{reconnecting}"
-    );
+    let reconnecting = pgbench_summary(&pair.proxied("pgbench", &["-n", "-S", "-C", "-c", "2", "-t", "50"], None));
+    assert!(reconnecting.contains("processed: 100/100"), "{reconnecting}");
 }

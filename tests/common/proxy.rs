@@ -50,10 +50,7 @@ impl Proxy {
     }
 
     /// Connects with tokio-postgres as a proxy user.
-    pub async fn connect(
-        &self,
-        user: &str,
-    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    pub async fn connect(&self, user: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
         let (client, connection) = self.pg_config(user).connect(tokio_postgres::NoTls).await?;
         tokio::spawn(connection);
         Ok(client)
@@ -79,12 +76,7 @@ pub fn start(database: &str, users: &[&str], options: ProxyOptions) -> Proxy {
 }
 
 /// Like [`start`], with `backend.tls` set to `tls`.
-pub fn start_with_backend_tls(
-    database: &str,
-    users: &[&str],
-    options: ProxyOptions,
-    tls: &str,
-) -> Proxy {
+pub fn start_with_backend_tls(database: &str, users: &[&str], options: ProxyOptions, tls: &str) -> Proxy {
     let cluster = options.cluster.unwrap_or_else(super::cluster);
     let dir = tempfile::tempdir().expect("temp dir").keep();
     std::fs::write(dir.join("backend.pw"), cluster.password()).expect("write password");
@@ -99,9 +91,7 @@ pub fn start_with_backend_tls(
     toml.push_str(&options.tables);
     for user in users {
         let verifier = postgres_protocol::password::scram_sha_256(USER_PASSWORD.as_bytes());
-        toml.push_str(&format!(
-            "\n[[users]]\nname = \"{user}\"\nscram = \"{verifier}\"\n"
-        ));
+        toml.push_str(&format!("\n[[users]]\nname = \"{user}\"\nscram = \"{verifier}\"\n"));
     }
     let path = dir.join("pgveil.toml");
     std::fs::write(&path, &toml).expect("write config");
@@ -125,10 +115,7 @@ pub async fn start_crm(prefix: &str, customers: u64) -> Proxy {
     let setup = pgveil::demo::Setup {
         listen: "127.0.0.1:0".parse().expect("addr"),
         customers,
-        policy: Some(PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/policies"
-        ))),
+        policy: Some(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/policies"))),
     };
     let config = pgveil::demo::prepare(super::cluster(), &database, &dir, &setup)
         .await
@@ -155,8 +142,7 @@ fn serve(config: Config) -> SocketAddr {
             .expect("runtime");
         runtime.block_on(async move {
             let server = Server::bind(config).await.expect("bind proxy");
-            tx.send(server.local_addr().expect("local addr"))
-                .expect("send addr");
+            tx.send(server.local_addr().expect("local addr")).expect("send addr");
             server.run(std::future::pending()).await;
         });
     });
