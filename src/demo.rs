@@ -120,7 +120,7 @@ pub fn connection_lines(config: &Config, policy: &Policy, listen: SocketAddr) ->
             listen.port(),
             config.backend.database
         );
-        for (set_name, _) in policy.view_sets() {
+        for set_name in policy.view_sets().keys() {
             if set_name != &grant.view_set && policy.resolve_session(name, Some(set_name)).is_ok() {
                 let _ = writeln!(
                     out,

@@ -160,6 +160,14 @@ async fn standard_hides_sensitive_columns() {
             "42703"
         );
         assert_eq!(
+            sqlstate(
+                &sam,
+                &format!("select count(*) from customers where {hidden}::text = 'x'")
+            )
+            .await,
+            "42703"
+        );
+        assert_eq!(
             sqlstate(&sam, &format!("select c.{hidden} from customers c")).await,
             "42703"
         );
@@ -611,13 +619,15 @@ async fn filters_and_functions_only_see_masked_values() {
     }
     // the same probes find the customer for the privacy officer (so they can match)
     let olivia = connect(p, "olivia").await;
-    assert_eq!(
+    assert!(
         veil::set(&rows(&olivia, &none[0]).await).contains(&id),
-        true
+        "olivia: {}",
+        none[0]
     );
-    assert_eq!(
+    assert!(
         veil::set(&rows(&olivia, &none[3]).await).contains(&id),
-        true
+        "olivia: {}",
+        none[3]
     );
     // the projection too: no expression reaches a raw email
     let raw_emails = set(&rows(&root, "select email from customers").await);
