@@ -162,3 +162,21 @@ fn serve(config: Config) -> SocketAddr {
     });
     rx.recv().expect("proxy started")
 }
+
+/// The CRM proxy shared by all tests of one test binary: started once (on a
+/// throwaway runtime thread, so it outlives the per-test runtimes of
+/// `#[tokio::test]`) with `customers` generated customers.
+pub fn shared_crm(prefix: &'static str, customers: u64) -> &'static Proxy {
+    static PROXY: std::sync::OnceLock<Proxy> = std::sync::OnceLock::new();
+    PROXY.get_or_init(|| {
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(start_crm(prefix, customers))
+        })
+        .join()
+        .expect("CRM proxy setup panicked")
+    })
+}
