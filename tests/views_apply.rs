@@ -1,8 +1,9 @@
 //! `views::apply` against a real PostgreSQL: install the example CRM policy,
 //! then log in as each view-set role and check what it sees and may do.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use pgveil::policy::{Policy, Source};
 use pgveil::views::{self, hmac_sha256, login_password, mask_key, Severity};
@@ -10,115 +11,31 @@ use sha2::{Digest, Sha256};
 use tokio_postgres::{Client, NoTls};
 
 const SECRET: &[u8] = b"test master secret";
-const ADMIN_PASSWORD: &str = "admin-pw";
-const BIN: &str = "/usr/lib/postgresql/15/bin";
 
-/// A throwaway cluster run by the `postgres` OS user (stopped on drop).
-/// Private helper until the shared test fixture exists.
+/// A fresh database in the shared test cluster, with ways to log in to it.
 struct Cluster {
-    dir: tempfile::TempDir,
-    port: u16,
+    db: String,
 }
 
 impl Cluster {
-    fn start() -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path();
-        let data = path.join("data");
-        std::fs::write(path.join("pw"), ADMIN_PASSWORD).unwrap();
-        run(
-            "chown",
-            &["-R", "postgres:postgres", path.to_str().unwrap()],
-        );
-        as_postgres(
-            "initdb",
-            &[
-                "-D",
-                data.to_str().unwrap(),
-                "-U",
-                "postgres",
-                "--auth-local=trust",
-                "--auth-host=scram-sha-256",
-                &format!("--pwfile={}", path.join("pw").display()),
-            ],
-        );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let opts = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-            path.display()
-        );
-        let log = path.join("log");
-        as_postgres(
-            "pg_ctl",
-            &[
-                "-D",
-                data.to_str().unwrap(),
-                "-o",
-                &opts,
-                "-l",
-                log.to_str().unwrap(),
-                "-w",
-                "start",
-            ],
-        );
-        Cluster { dir, port }
-    }
-
-    async fn connect(
-        &self,
-        user: &str,
-        password: &str,
-        db: &str,
-    ) -> Result<Client, tokio_postgres::Error> {
-        let conf = format!(
-            "host=127.0.0.1 port={} user={user} password={password} dbname={db}",
-            self.port
-        );
+    async fn connect(&self, user: &str, password: &str, db: &str) -> Result<Client, tokio_postgres::Error> {
+        let shared = common::cluster();
+        let conf = format!("host={} port={} user={user} password={password} dbname={db}", shared.host(), shared.port());
         let (client, conn) = tokio_postgres::connect(&conf, NoTls).await?;
         tokio::spawn(conn);
         Ok(client)
     }
 
     async fn admin(&self, db: &str) -> Client {
-        self.connect("postgres", ADMIN_PASSWORD, db).await.unwrap()
+        let shared = common::cluster();
+        self.connect(shared.superuser(), shared.password(), db).await.unwrap()
     }
 
     async fn role(&self, role: &str) -> Client {
-        self.connect(role, &login_password(SECRET, role), "crm")
+        self.connect(role, &login_password(SECRET, role), &self.db)
             .await
             .unwrap_or_else(|e| panic!("login as {role}: {e}"))
     }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let data = self.dir.path().join("data");
-        let _ = Command::new("runuser")
-            .args(["-u", "postgres", "--", &format!("{BIN}/pg_ctl"), "-D"])
-            .arg(&data)
-            .args(["-m", "immediate", "stop"])
-            .output();
-    }
-}
-
-fn run(cmd: &str, args: &[&str]) {
-    let out = Command::new(cmd).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn as_postgres(bin: &str, args: &[&str]) {
-    let program = format!("{BIN}/{bin}");
-    let mut all = vec!["-u", "postgres", "--", program.as_str()];
-    all.extend_from_slice(args);
-    run("runuser", &all);
 }
 
 fn repo(path: &str) -> PathBuf {
@@ -194,14 +111,8 @@ fn policy() -> Policy {
 }
 
 async fn setup() -> (Cluster, Client) {
-    let cluster = Cluster::start();
-    cluster
-        .admin("postgres")
-        .await
-        .batch_execute("CREATE DATABASE crm")
-        .await
-        .unwrap();
-    let admin = cluster.admin("crm").await;
+    let cluster = Cluster { db: common::fresh_database("views_apply").await };
+    let admin = cluster.admin(&cluster.db).await;
     let schema = std::fs::read_to_string(repo("examples/crm/schema.sql")).unwrap();
     admin.batch_execute(&schema).await.unwrap();
     admin.batch_execute(ROWS).await.unwrap();
