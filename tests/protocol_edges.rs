@@ -22,17 +22,9 @@ struct Raw {
 }
 
 impl Raw {
-    async fn login(
-        addr: std::net::SocketAddr,
-        db: &str,
-        extra: &[(&str, &str)],
-        minor: u16,
-    ) -> (Raw, Vec<Message>) {
+    async fn login(addr: std::net::SocketAddr, db: &str, extra: &[(&str, &str)], minor: u16) -> (Raw, Vec<Message>) {
         let tcp = TcpStream::connect(addr).await.expect("connect");
-        let mut raw = Raw {
-            tcp,
-            buf: BytesMut::new(),
-        };
+        let mut raw = Raw { tcp, buf: BytesMut::new() };
         let mut out = BytesMut::new();
         if minor == 0 {
             let mut params = vec![("user", USER), ("database", db)];
@@ -60,17 +52,12 @@ impl Raw {
         loop {
             let mut out = BytesMut::new();
             match raw.next().await {
-                Message::AuthenticationSasl(_) => {
-                    frontend::sasl_initial_response("SCRAM-SHA-256", scram.message(), &mut out)
-                        .expect("sasl")
-                }
+                Message::AuthenticationSasl(_) => frontend::sasl_initial_response("SCRAM-SHA-256", scram.message(), &mut out).expect("sasl"),
                 Message::AuthenticationSaslContinue(body) => {
                     scram.update(body.data()).expect("scram update");
                     frontend::sasl_response(scram.message(), &mut out).expect("sasl");
                 }
-                Message::AuthenticationSaslFinal(body) => {
-                    scram.finish(body.data()).expect("server signature")
-                }
+                Message::AuthenticationSaslFinal(body) => scram.finish(body.data()).expect("server signature"),
                 Message::ReadyForQuery(_) => return (raw, seen),
                 other => seen.push(other),
             }
@@ -87,17 +74,13 @@ impl Raw {
             assert!(self.tcp.read_buf(&mut self.buf).await.expect("read") > 0);
         }
         assert_eq!(self.buf[0], b'v', "expected NegotiateProtocolVersion");
-        let len =
-            i32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize + 1;
+        let len = i32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize + 1;
         while self.buf.len() < len {
             assert!(self.tcp.read_buf(&mut self.buf).await.expect("read") > 0);
         }
         let message = self.buf.split_to(len);
         assert_eq!(&message[5..9], &0i32.to_be_bytes(), "newest minor version");
-        assert!(
-            message.windows(16).any(|w| w == b"_pq_.test_option"),
-            "option not listed"
-        );
+        assert!(message.windows(16).any(|w| w == b"_pq_.test_option"), "option not listed");
     }
 
     async fn send(&mut self, bytes: &[u8]) {
@@ -160,14 +143,7 @@ fn error_fields(body: &postgres_protocol::message::backend::ErrorResponseBody) -
 
 async fn proxy_with_limit(prefix: &str) -> proxy::Proxy {
     let db = common::fresh_database(prefix).await;
-    proxy::start(
-        &db,
-        &[USER],
-        ProxyOptions {
-            top: "max_message_bytes = 100000".into(),
-            ..Default::default()
-        },
-    )
+    proxy::start(&db, &[USER], ProxyOptions { top: "max_message_bytes = 100000".into(), ..Default::default() })
 }
 
 #[tokio::test]
@@ -180,10 +156,7 @@ async fn oversized_message_ends_only_that_session() {
     raw.send(&out).await;
     let errors = raw.until_closed().await;
     assert_eq!(errors, vec![("54000".to_owned(), "FATAL".to_owned())]);
-    let row = bystander
-        .query_one("select 'unaffected'::text", &[])
-        .await
-        .expect("bystander still served");
+    let row = bystander.query_one("select 'unaffected'::text", &[]).await.expect("bystander still served");
     assert_eq!(row.get::<_, String>(0), "unaffected");
     let (mut again, _) = Raw::login(proxy.addr, &proxy.database, &[], 0).await;
     let mut out = BytesMut::new();
@@ -203,10 +176,7 @@ async fn malformed_message_gets_protocol_violation() {
     out.put_i32(body.len() as i32 + 4);
     out.put_slice(body);
     raw.send(&out).await;
-    assert_eq!(
-        raw.until_closed().await,
-        vec![("08P01".to_owned(), "FATAL".to_owned())]
-    );
+    assert_eq!(raw.until_closed().await, vec![("08P01".to_owned(), "FATAL".to_owned())]);
 }
 
 #[tokio::test]
@@ -219,10 +189,7 @@ async fn function_call_is_refused_and_session_goes_on() {
     out.put_i32(body.len() as i32 + 4);
     out.put_slice(body);
     raw.send(&out).await;
-    assert_eq!(
-        raw.until_ready().await,
-        vec![("0A000".to_owned(), "ERROR".to_owned())]
-    );
+    assert_eq!(raw.until_ready().await, vec![("0A000".to_owned(), "ERROR".to_owned())]);
     let mut out = BytesMut::new();
     frontend::query("select 1", &mut out).expect("query");
     raw.send(&out).await;
@@ -232,13 +199,8 @@ async fn function_call_is_refused_and_session_goes_on() {
 #[tokio::test]
 async fn newer_protocol_version_is_negotiated_down() {
     let proxy = proxy_with_limit("edge_version").await;
-    let (mut raw, seen) =
-        Raw::login(proxy.addr, &proxy.database, &[("_pq_.test_option", "1")], 2).await;
-    assert!(
-        seen.iter()
-            .any(|m| matches!(m, Message::ParameterStatus(_))),
-        "no ParameterStatus"
-    );
+    let (mut raw, seen) = Raw::login(proxy.addr, &proxy.database, &[("_pq_.test_option", "1")], 2).await;
+    assert!(seen.iter().any(|m| matches!(m, Message::ParameterStatus(_))), "no ParameterStatus");
     let mut out = BytesMut::new();
     frontend::query("select 1", &mut out).expect("query");
     raw.send(&out).await;
