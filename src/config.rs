@@ -76,6 +76,9 @@ pub struct Config {
     /// Users allowed to log in to the proxy.
     #[serde(default)]
     pub users: Vec<UserConfig>,
+    /// The privacy log (optional; its `file` is relative to this file).
+    #[serde(default)]
+    pub audit: Option<crate::audit::AuditConfig>,
     /// The file this configuration was read from.
     #[serde(skip)]
     pub source: PathBuf,
@@ -278,6 +281,9 @@ impl Config {
             resolve(&mut tls.cert);
             resolve(&mut tls.key);
         }
+        if let Some(p) = self.audit.as_mut().and_then(|a| a.file.as_mut()) {
+            resolve(p);
+        }
     }
 
     fn validate(&self, text: &str) -> Result<(), ConfigError> {
@@ -473,6 +479,19 @@ mod tests {
         let c = Config::parse(&text, Path::new("/srv/conf/pgveil.toml")).unwrap();
         assert_eq!(c.policy.unwrap(), Path::new("/srv/conf/../policies"));
         assert_eq!(c.backend.password_file.unwrap(), Path::new("/srv/conf/pw"));
+    }
+
+    #[test]
+    fn audit_file_resolves_against_the_file() {
+        let text = format!("{MINIMAL}[audit]\nfile = \"log/audit.jsonl\"\nrequired = true\n");
+        let c = Config::parse(&text, Path::new("/srv/conf/pgveil.toml")).unwrap();
+        let audit = c.audit.unwrap();
+        assert_eq!(audit.file.unwrap(), Path::new("/srv/conf/log/audit.jsonl"));
+        assert!(audit.required);
+        assert!(Config::parse(MINIMAL, Path::new("p.toml"))
+            .unwrap()
+            .audit
+            .is_none());
     }
 
     #[test]

@@ -86,6 +86,22 @@ enum Command {
         /// The user name.
         user: String,
     },
+    /// The privacy log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain of privacy log files, oldest first (exit code 1
+    /// unless intact).
+    Verify {
+        /// The log files, oldest first (e.g. FILE.2 FILE.1 FILE).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -125,6 +141,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve { config } => serve(config).await,
         Command::Passwd { user } => passwd(&user),
+        Command::Audit {
+            command: AuditCommand::Verify { files },
+        } => audit_verify(&files),
         Command::Demo {
             listen,
             customers,
@@ -160,7 +179,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Check { config } => {
             let config = Config::load(&config)?;
             let (report, errors) = pgveil::control::check(&config).await?;
-            print!("{report}");
+            println!("{report}");
             anyhow::ensure!(!errors, "the policy has errors");
             Ok(())
         }
@@ -209,6 +228,14 @@ async fn reload_on_sighup(state: std::sync::Arc<pgveil::server::ServerState>) {
 async fn shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
     tracing::info!("shutting down");
+}
+
+/// Prints the report of `audit::verify`; fails unless the chain is intact.
+fn audit_verify(files: &[PathBuf]) -> anyhow::Result<()> {
+    let report = pgveil::audit::verify(files)?;
+    println!("{report}");
+    anyhow::ensure!(report.is_intact(), "the privacy log is not intact");
+    Ok(())
 }
 
 fn passwd(user: &str) -> anyhow::Result<()> {

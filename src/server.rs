@@ -12,6 +12,7 @@ use tokio_rustls::TlsAcceptor;
 
 use arc_swap::ArcSwapOption;
 
+use crate::audit::{self, AuditError, AuditHandle};
 use crate::backend::{BackendError, BackendTarget, Login, Pools};
 use crate::config::{Config, ConfigError, TlsConfig};
 use crate::control::{self, ControlError, PolicyRuntime};
@@ -35,6 +36,9 @@ pub enum ServerError {
     /// Policy, views or the control plane.
     #[error(transparent)]
     Control(#[from] ControlError),
+    /// The privacy log could not be started.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -61,6 +65,7 @@ pub struct ServerState {
     sessions: AtomicUsize,
     policy: ArcSwapOption<PolicyRuntime>,
     control: Option<deadpool_postgres::Pool>,
+    audit: Option<AuditHandle>,
 }
 
 impl ServerState {
@@ -88,7 +93,9 @@ impl ServerState {
             }
             None => (None, None),
         };
+        let audit = start_audit(&config, control.as_ref()).await?;
         Ok(ServerState {
+            audit,
             policy: ArcSwapOption::new(policy),
             control,
             pools: Pools::new(target, config.pool.max_size, config.timeouts.connect()),
@@ -99,6 +106,11 @@ impl ServerState {
             sessions: AtomicUsize::new(0),
             config,
         })
+    }
+
+    /// The privacy log, when `[audit]` is configured.
+    pub fn audit(&self) -> Option<&AuditHandle> {
+        self.audit.as_ref()
     }
 
     /// Decides the backend role and rewriting for a user.
@@ -129,6 +141,7 @@ impl ServerState {
         };
         Ok(Route {
             user: user.to_owned(),
+            purpose: grant.purpose,
             view_set: grant.view_set,
             login,
             privileged: admin,
@@ -150,6 +163,7 @@ impl ServerState {
         }
         Ok(Route {
             user: user.to_owned(),
+            purpose: None,
             view_set: "passthrough".to_owned(),
             login: self.admin_login.clone(),
             privileged: true,
@@ -183,6 +197,24 @@ impl ServerState {
     pub fn session_count(&self) -> usize {
         self.sessions.load(Ordering::Acquire)
     }
+}
+
+/// Starts the privacy log writer when `[audit]` is configured; the table
+/// sink uses the control-plane pool (or a new one without a policy).
+async fn start_audit(
+    config: &Config,
+    control: Option<&deadpool_postgres::Pool>,
+) -> Result<Option<AuditHandle>, ServerError> {
+    let Some(audit_config) = &config.audit else {
+        return Ok(None);
+    };
+    let pool = match (audit_config.table, control) {
+        (false, _) => None,
+        (true, Some(pool)) => Some(pool.clone()),
+        (true, None) => Some(control::admin_pool(config)?),
+    };
+    let (handle, _writer) = audit::start(audit_config.clone(), pool).await?;
+    Ok(Some(handle))
 }
 
 fn tls_acceptor(tls: &TlsConfig) -> Result<TlsAcceptor, ServerError> {

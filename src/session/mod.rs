@@ -2,6 +2,7 @@
 //! backend connection, the two pumps, and the return of the backend
 //! connection to its pool.
 
+mod audit;
 mod cancel;
 mod handshake;
 mod pump;
@@ -18,14 +19,16 @@ use tokio::sync::oneshot;
 pub use cancel::CancelRegistry;
 pub use route::Route;
 
+use crate::audit::{new_session_id, AuditEvent, SessionInfo};
 use crate::backend::{BackendError, PooledConn, Pools};
 use crate::protocol::messages::{self, PgError};
 use crate::protocol::startup::{parse_options, Startup};
 use crate::protocol::stream::Stream;
 use crate::protocol::ProtocolError;
 use crate::server::ServerState;
+use audit::StatementLog;
 use handshake::Opening;
-use pump::{BackendEnd, ClientEnd, Tracker};
+use pump::{BackendEnd, Client, ClientEnd, Tracker};
 
 /// Why a session ended early.
 #[derive(Debug, thiserror::Error)]
@@ -77,10 +80,13 @@ pub async fn run(state: Arc<ServerState>, tcp: TcpStream, peer: SocketAddr) {
     let _ = tcp.set_nodelay(true);
     let startup_limit = state.config.timeouts.startup();
     let started = tokio::time::timeout(startup_limit, start(&state, tcp)).await;
-    let (mut stream, route, mut conn) = match started {
+    let (mut stream, route, mut conn, application_name) = match started {
         Ok(Ok(Some(ready))) => ready,
         Ok(Ok(None)) => return,
-        Ok(Err((stream, e))) => return report_startup_failure(stream, e, peer).await,
+        Ok(Err((stream, user, e))) => {
+            log_login_failure(&state, user, &e, peer);
+            return report_startup_failure(stream, e, peer).await;
+        }
         Err(_) => {
             tracing::info!(%peer, "startup timed out");
             return;
@@ -88,7 +94,18 @@ pub async fn run(state: Arc<ServerState>, tcp: TcpStream, peer: SocketAddr) {
     };
     tracing::debug!(%peer, user = %route.user, view_set = %route.view_set, "session started");
     let client_key = state.cancels.register(conn.cancel_key.clone());
-    let reusable = run_pumps(&state, &mut stream, &route, &mut conn, client_key).await;
+    let log = state.audit().map(|handle| {
+        StatementLog::new(
+            handle.clone(),
+            Arc::new(session_info(&route, peer, application_name)),
+        )
+    });
+    let session = Session {
+        route: &route,
+        log: log.as_ref(),
+        client_key,
+    };
+    let reusable = run_pumps(&state, &mut stream, &session, &mut conn).await;
     state.cancels.unregister(client_key);
     if !reusable && !conn.broken {
         crate::backend::send_cancel(&conn.cancel_key).await;
@@ -96,23 +113,63 @@ pub async fn run(state: Arc<ServerState>, tcp: TcpStream, peer: SocketAddr) {
     Pools::release(conn, reusable).await;
 }
 
-type Started = (Stream, Route, PooledConn);
+/// A started session: its stream, route, backend connection and the
+/// client's `application_name`.
+type Started = (Stream, Route, PooledConn, Option<String>);
 
-/// Everything before the pumps; on failure hands back the stream (when
-/// there is one) so the error can be reported.
-async fn start(
-    state: &ServerState,
-    tcp: TcpStream,
-) -> Result<Option<Started>, (Option<Stream>, SessionError)> {
+/// A failed start: the stream (when there is one) so the error can be
+/// reported, and the user name tried (when known).
+type Failed = (Option<Stream>, Option<String>, SessionError);
+
+/// Everything before the pumps.
+async fn start(state: &ServerState, tcp: TcpStream) -> Result<Option<Started>, Failed> {
     let (mut stream, startup) = match handshake::open(state, tcp).await {
         Ok(Opening::Session(stream, startup)) => (stream, startup),
         Ok(Opening::Cancelled) => return Ok(None),
-        Err(e) => return Err((None, e)),
+        Err(e) => return Err((None, None, e)),
     };
+    let application_name = startup.param("application_name").map(str::to_owned);
     match establish(state, &mut stream, &startup).await {
-        Ok((route, conn)) => Ok(Some((stream, route, conn))),
-        Err(e) => Err((Some(stream), e)),
+        Ok((route, conn)) => Ok(Some((stream, route, conn, application_name))),
+        Err(e) => {
+            let user = startup.param("user").map(str::to_owned);
+            Err((Some(stream), user, e))
+        }
     }
+}
+
+/// The facts every privacy-log record of this session repeats.
+fn session_info(route: &Route, peer: SocketAddr, application_name: Option<String>) -> SessionInfo {
+    SessionInfo {
+        session_id: new_session_id(),
+        user: route.user.clone(),
+        role: Some(route.login.user.clone()),
+        view_set: Some(route.view_set.clone()),
+        purpose: route.purpose.clone(),
+        client_addr: Some(peer),
+        application_name,
+    }
+}
+
+/// Records a failed authentication in the privacy log, if there is one.
+fn log_login_failure(
+    state: &ServerState,
+    user: Option<String>,
+    error: &SessionError,
+    peer: SocketAddr,
+) {
+    let (Some(handle), SessionError::AuthFailed(pg_error)) = (state.audit(), error) else {
+        return;
+    };
+    let session = SessionInfo {
+        session_id: new_session_id(),
+        user: user.unwrap_or_default(),
+        client_addr: Some(peer),
+        ..SessionInfo::default()
+    };
+    let event = AuditEvent::login_failed(Arc::new(session), &pg_error.message, &pg_error.code);
+    // A failed login is refused whether or not its record can be written.
+    let _ = handle.record(event);
 }
 
 async fn establish(
@@ -325,15 +382,22 @@ async fn report_startup_failure(stream: Option<Stream>, error: SessionError, pee
     }
 }
 
+/// What the pumps of one session share.
+struct Session<'a> {
+    route: &'a Route,
+    log: Option<&'a StatementLog>,
+    client_key: (i32, i32),
+}
+
 /// Sends the end of startup, runs both pumps, and says whether the backend
 /// connection is clean enough to pool again.
 async fn run_pumps(
     state: &ServerState,
     stream: &mut Stream,
-    route: &Route,
+    session: &Session<'_>,
     conn: &mut PooledConn,
-    client_key: (i32, i32),
 ) -> bool {
+    let client_key = session.client_key;
     let mut out = BytesMut::new();
     messages::backend_key_data(client_key.0, client_key.1, &mut out);
     messages::ready_for_query_idle(&mut out);
@@ -346,11 +410,15 @@ async fn run_pumps(
     let (mut client_rd, mut client_wr) = stream.split();
     let (mut backend_rd, mut backend_wr) = conn.stream.split();
     let config = &state.config;
+    let client = Client {
+        route: session.route,
+        tracker: &tracker,
+        log: session.log,
+    };
     let c2b = pump::client_to_backend(
         &mut client_rd,
         &mut backend_wr,
-        route,
-        &tracker,
+        &client,
         config.max_message_bytes,
         config.timeouts.idle(),
     );
@@ -358,6 +426,7 @@ async fn run_pumps(
         &mut backend_rd,
         &mut client_wr,
         &tracker,
+        session.log,
         &mut conn.status,
         &mut conn.params,
         fatal_rx,

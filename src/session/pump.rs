@@ -8,6 +8,12 @@
 //! token, and that backend error is replaced by the refusal on the way back.
 //! So the refusal arrives in order inside pipelines, skips to Sync as any
 //! error does, and aborts an open transaction exactly like a real error.
+//!
+//! With a privacy log, the client pump also looks at Bind and Execute and
+//! the backend pump at CommandComplete, EmptyQueryResponse, PortalSuspended
+//! and ParseComplete, to tell the [`StatementLog`] which statement ran and
+//! how it ended; without one they look at nothing more. With a required log
+//! that cannot be written, Query, Parse and Execute are refused the same way.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,8 +24,10 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 
+use super::audit::{Request, StatementLog};
 use super::route::Route;
 use super::SessionError;
+use crate::audit::{rows_from_command_complete, AuditVerdict};
 use crate::protocol::frame::{Scanner, Step, HEADER_LEN};
 use crate::protocol::messages::{self, split_cstr, tag, PgError};
 use crate::protocol::stream::{ReadHalf, WriteHalf};
@@ -28,6 +36,13 @@ use crate::rewrite::{Refusal, Verdict};
 
 const READ_CHUNK: usize = 16 * 1024;
 const MARKER: &[u8] = b"pgveil_refused_";
+/// Client Bind and Execute, looked at only with a privacy log.
+const BIND: u8 = b'B';
+const EXECUTE: u8 = b'E';
+/// Backend replies looked at only with a privacy log.
+const PARSE_COMPLETE: u8 = b'1';
+const EMPTY_QUERY: u8 = b'I';
+const PORTAL_SUSPENDED: u8 = b's';
 
 /// State both pumps of one session share.
 pub struct Tracker {
@@ -138,24 +153,35 @@ fn refusal_error(refusal: Refusal) -> PgError {
     }
 }
 
+/// What the client pump needs to decide on each statement.
+pub struct Client<'a> {
+    /// The session's route.
+    pub route: &'a Route,
+    /// The refusals in flight.
+    pub tracker: &'a Tracker,
+    /// The privacy log, if any.
+    pub log: Option<&'a StatementLog>,
+}
+
 /// Forwards client messages to the backend until the client leaves.
 pub async fn client_to_backend(
     client: &mut ReadHalf<'_>,
     backend: &mut WriteHalf<'_>,
-    route: &Route,
-    tracker: &Tracker,
+    session: &Client<'_>,
     max_message_bytes: usize,
     idle_timeout: Option<Duration>,
 ) -> Result<ClientEnd, SessionError> {
+    let tracker = session.tracker;
     let mut scanner = Scanner::new(max_message_bytes);
     let mut inbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut out = BytesMut::with_capacity(READ_CHUNK);
+    let logged = session.log.is_some();
     loop {
         let inspect = |t| {
             matches!(
                 t,
                 tag::QUERY | tag::PARSE | tag::SYNC | tag::FUNCTION_CALL | tag::TERMINATE
-            )
+            ) || (logged && matches!(t, BIND | EXECUTE))
         };
         match scanner
             .step(&inbuf, inspect)
@@ -171,7 +197,7 @@ pub async fn client_to_backend(
                     backend.write_all(&out).await?;
                     return Ok(ClientEnd::Terminated);
                 }
-                forward_inspected(tag, &frame, route, tracker, &mut out)?;
+                forward_inspected(tag, &frame, session, &mut out)?;
             }
             Step::NeedMore { at_least } => {
                 if !out.is_empty() {
@@ -205,47 +231,68 @@ async fn read_client(
     }
 }
 
-/// Handles one whole Query, Parse, Sync or FunctionCall message.
+/// Handles one whole Query, Parse, Sync, FunctionCall, Bind or Execute message.
 fn forward_inspected(
     tag: u8,
     frame: &[u8],
-    route: &Route,
-    tracker: &Tracker,
+    session: &Client<'_>,
     out: &mut BytesMut,
 ) -> Result<(), SessionError> {
+    let Client { tracker, log, .. } = *session;
     match tag {
         tag::QUERY => {
             match messages::decode_query(frame) {
-                Ok(query) => match route.rewrite(&query.query) {
-                    Verdict::Forward => out.extend_from_slice(frame),
-                    Verdict::Rewritten(sql) => messages::encode_query(&sql, out),
-                    Verdict::Refused(r) => {
-                        messages::encode_query(&tracker.stand_in(refusal_error(r)), out)
+                Ok(query) => {
+                    let sql = query.query.as_str();
+                    match decide(session, sql) {
+                        Verdict::Forward => {
+                            out.extend_from_slice(frame);
+                            log.inspect(|l| l.query(sql, AuditVerdict::Forwarded));
+                        }
+                        Verdict::Rewritten(new) => {
+                            messages::encode_query(&new, out);
+                            log.inspect(|l| l.query(sql, AuditVerdict::Rewritten));
+                        }
+                        Verdict::Refused(r) => {
+                            let stand_in =
+                                refuse(session, Request::Query, None, sql, refusal_error(r));
+                            messages::encode_query(&stand_in, out);
+                        }
                     }
-                },
-                Err(e @ ProtocolError::InvalidUtf8) => messages::encode_query(
-                    &tracker.stand_in(PgError::error(e.sqlstate(), e.to_string())),
-                    out,
-                ),
+                }
+                Err(e @ ProtocolError::InvalidUtf8) => {
+                    let sql = lossy_text(frame, 0);
+                    let error = PgError::error(e.sqlstate(), e.to_string());
+                    messages::encode_query(&refuse(session, Request::Query, None, &sql, error), out)
+                }
                 Err(e) => return Err(SessionError::from_client_protocol(e)),
             }
             tracker.sent_sync_point();
         }
         tag::PARSE => match messages::decode_parse(frame) {
-            Ok(parse) => match route.rewrite(&parse.query) {
-                Verdict::Forward => out.extend_from_slice(frame),
-                Verdict::Rewritten(sql) => {
-                    messages::encode_parse(parse.name, &sql, parse.type_oids, out)
+            Ok(parse) => {
+                let name = parse.name.as_deref().unwrap_or("");
+                let sql = parse.query.as_str();
+                match decide(session, sql) {
+                    Verdict::Forward => {
+                        out.extend_from_slice(frame);
+                        log.inspect(|l| l.parse(name, sql, AuditVerdict::Forwarded));
+                    }
+                    Verdict::Rewritten(new) => {
+                        log.inspect(|l| l.parse(name, sql, AuditVerdict::Rewritten));
+                        messages::encode_parse(parse.name, &new, parse.type_oids, out)
+                    }
+                    Verdict::Refused(r) => {
+                        let error = refusal_error(r);
+                        let stand_in = refuse(session, Request::Parse, Some(name), sql, error);
+                        messages::encode_parse(parse.name, &stand_in, Vec::new(), out)
+                    }
                 }
-                Verdict::Refused(r) => messages::encode_parse(
-                    parse.name,
-                    &tracker.stand_in(refusal_error(r)),
-                    Vec::new(),
-                    out,
-                ),
-            },
+            }
             Err(e @ ProtocolError::InvalidUtf8) => {
-                let stand_in = tracker.stand_in(PgError::error(e.sqlstate(), e.to_string()));
+                let sql = lossy_text(frame, 1);
+                let error = PgError::error(e.sqlstate(), e.to_string());
+                let stand_in = refuse(session, Request::Parse, Some(""), &sql, error);
                 messages::encode_parse(None, &stand_in, Vec::new(), out)
             }
             Err(e) => return Err(SessionError::from_client_protocol(e)),
@@ -256,15 +303,94 @@ fn forward_inspected(
                 "fast-path function calls are not supported by pgveil",
             )
             .with_hint("call the function in a SELECT statement instead");
-            messages::encode_query(&tracker.stand_in(error), out);
+            let stand_in = refuse(
+                session,
+                Request::Query,
+                None,
+                "-- fast-path function call",
+                error,
+            );
+            messages::encode_query(&stand_in, out);
             tracker.sent_sync_point();
         }
+        BIND => {
+            log.inspect(|l| l.bind(frame));
+            out.extend_from_slice(frame);
+        }
+        EXECUTE => forward_execute(frame, session, out),
         _ => {
+            log.inspect(|l| l.sync());
             out.extend_from_slice(frame);
             tracker.sent_sync_point();
         }
     }
     Ok(())
+}
+
+/// The verdict on one statement text: the route's, or a refusal when a
+/// required privacy log cannot take its record.
+fn decide(session: &Client<'_>, sql: &str) -> Verdict {
+    match unadmitted(session.log) {
+        Some(refusal) => Verdict::Refused(refusal),
+        None => session.route.rewrite(sql),
+    }
+}
+
+/// The refusal of every statement while a required privacy log cannot be
+/// written; None when statements may run.
+fn unadmitted(log: Option<&StatementLog>) -> Option<Refusal> {
+    let e = log?.admit().err()?;
+    Some(Refusal {
+        sqlstate: e.sqlstate(),
+        message: format!("pgveil refuses the statement: the privacy log cannot be written ({e})"),
+        hint: Some("retry later; the administrator must repair the privacy log".into()),
+    })
+}
+
+/// Logs a refusal and returns the stand-in statement to send instead.
+fn refuse(
+    session: &Client<'_>,
+    request: Request,
+    name: Option<&str>,
+    sql: &str,
+    error: PgError,
+) -> String {
+    if let Some(log) = session.log {
+        log.refused(request, name, sql, &error.message, &error.code);
+    }
+    session.tracker.stand_in(error)
+}
+
+/// Forwards an Execute; with a required privacy log that cannot be written,
+/// sends instead a Parse of a stand-in under a name of its own, so the
+/// portal does not run and the refusal takes the Execute's place.
+fn forward_execute(frame: &[u8], session: &Client<'_>, out: &mut BytesMut) {
+    let Some(log) = session.log else {
+        out.extend_from_slice(frame);
+        return;
+    };
+    match unadmitted(Some(log)) {
+        Some(r) => {
+            let sql = log.portal_statement(frame);
+            let stand_in = refuse(session, Request::Execute, None, &sql, refusal_error(r));
+            messages::encode_parse(Some("pgveil_refused".into()), &stand_in, Vec::new(), out)
+        }
+        None => {
+            log.execute(frame);
+            out.extend_from_slice(frame);
+        }
+    }
+}
+
+/// The `skip`-th NUL-terminated string of a message body, lossily decoded
+/// (for logging a text that is not valid UTF-8).
+fn lossy_text(frame: &[u8], skip: usize) -> String {
+    let mut rest = frame.get(HEADER_LEN..).unwrap_or_default();
+    for _ in 0..skip {
+        rest = split_cstr(rest).map_or(&[][..], |(_, r)| r);
+    }
+    let text = split_cstr(rest).map_or(rest, |(t, _)| t);
+    String::from_utf8_lossy(text).into_owned()
 }
 
 /// Forwards backend messages to the client until either side goes away or
@@ -273,6 +399,7 @@ pub async fn backend_to_client(
     backend: &mut ReadHalf<'_>,
     client: &mut WriteHalf<'_>,
     tracker: &Tracker,
+    log: Option<&StatementLog>,
     status: &mut u8,
     params: &mut BTreeMap<String, String>,
     mut fatal: oneshot::Receiver<PgError>,
@@ -286,7 +413,11 @@ pub async fn backend_to_client(
             matches!(
                 t,
                 tag::READY_FOR_QUERY | tag::ERROR_RESPONSE | tag::PARAMETER_STATUS
-            )
+            ) || (log.is_some()
+                && matches!(
+                    t,
+                    tag::COMMAND_COMPLETE | EMPTY_QUERY | PORTAL_SUSPENDED | PARSE_COMPLETE
+                ))
         };
         let step = match scanner.step(&inbuf, inspect) {
             Ok(step) => step,
@@ -303,6 +434,9 @@ pub async fn backend_to_client(
             Step::Whole { tag, len } => {
                 let frame = inbuf.split_to(len);
                 ended_with_fatal = tag == tag::ERROR_RESPONSE && is_fatal(&frame);
+                if let Some(log) = log {
+                    note_reply(log, tag, &frame);
+                }
                 deliver_inspected(tag, &frame, tracker, status, params, &mut out);
             }
             Step::NeedMore { at_least } => {
@@ -364,6 +498,21 @@ fn deliver_inspected(
             }
             out.extend_from_slice(frame);
         }
+    }
+}
+
+/// Tells the privacy log about one backend reply.
+fn note_reply(log: &StatementLog, tag: u8, frame: &[u8]) {
+    match tag {
+        tag::READY_FOR_QUERY => log.ready(),
+        tag::ERROR_RESPONSE => {
+            let code = messages::error_code(frame).and_then(|c| std::str::from_utf8(c).ok());
+            log.error(code);
+        }
+        tag::COMMAND_COMPLETE => log.command_complete(rows_from_command_complete(frame)),
+        EMPTY_QUERY | PORTAL_SUSPENDED => log.execute_ended(),
+        PARSE_COMPLETE => log.parse_complete(),
+        _ => {}
     }
 }
 

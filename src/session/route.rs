@@ -11,6 +11,8 @@ use crate::rewrite::{Rewriter, Target, Verdict};
 pub struct Route {
     /// The proxy user.
     pub user: String,
+    /// The purpose the view set serves, if the policy declares one.
+    pub purpose: Option<String>,
     /// Name of the view set (or "admin" / "passthrough").
     pub view_set: String,
     /// Backend credentials for this view set.

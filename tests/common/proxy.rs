@@ -4,9 +4,10 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use pgveil::config::Config;
-use pgveil::server::Server;
+use pgveil::server::{Server, ServerState};
 
 /// The password of every proxy user the fixture creates.
 pub const USER_PASSWORD: &str = "veil-test-pw";
@@ -23,6 +24,8 @@ pub struct Proxy {
     pub users: Vec<String>,
     /// Directory holding its configuration and secrets.
     pub dir: PathBuf,
+    /// The server's shared state (e.g. to flush its privacy log).
+    pub state: Arc<ServerState>,
 }
 
 impl Proxy {
@@ -106,8 +109,9 @@ pub fn start_with_backend_tls(
     let path = dir.join("pgveil.toml");
     std::fs::write(&path, &toml).expect("write config");
     let config = Config::load(&path).unwrap_or_else(|e| panic!("test config invalid: {e}\n{toml}"));
-    let addr = serve(config);
+    let (addr, state) = serve(config);
     Proxy {
+        state,
         password: USER_PASSWORD.to_owned(),
         addr,
         database: database.to_owned(),
@@ -120,6 +124,15 @@ pub fn start_with_backend_tls(
 /// (`customers` generated customers, seed 42) with the example policy
 /// applied; its users are the policy's, with the demo password.
 pub async fn start_crm(prefix: &str, customers: u64) -> Proxy {
+    start_crm_with(prefix, customers, None).await
+}
+
+/// Like [`start_crm`], with this `[audit]` configuration.
+pub async fn start_crm_with(
+    prefix: &str,
+    customers: u64,
+    audit: Option<pgveil::audit::AuditConfig>,
+) -> Proxy {
     let database = super::fresh_database(prefix).await;
     let dir = tempfile::tempdir().expect("temp dir").keep();
     let setup = pgveil::demo::Setup {
@@ -133,9 +146,12 @@ pub async fn start_crm(prefix: &str, customers: u64) -> Proxy {
     let config = pgveil::demo::prepare(super::cluster(), &database, &dir, &setup)
         .await
         .unwrap_or_else(|e| panic!("cannot prepare the CRM: {e}"));
+    let mut config = config;
+    config.audit = audit;
     let users = config.users.iter().map(|u| u.name.clone()).collect();
-    let addr = serve(config);
+    let (addr, state) = serve(config);
     Proxy {
+        state,
         password: pgveil::demo::DEMO_PASSWORD.to_owned(),
         addr,
         database,
@@ -144,8 +160,9 @@ pub async fn start_crm(prefix: &str, customers: u64) -> Proxy {
     }
 }
 
-/// Runs a server for `config` on its own runtime thread; returns its address.
-fn serve(config: Config) -> SocketAddr {
+/// Runs a server for `config` on its own runtime thread; returns its
+/// address and state.
+fn serve(config: Config) -> (SocketAddr, Arc<ServerState>) {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -155,7 +172,7 @@ fn serve(config: Config) -> SocketAddr {
             .expect("runtime");
         runtime.block_on(async move {
             let server = Server::bind(config).await.expect("bind proxy");
-            tx.send(server.local_addr().expect("local addr"))
+            tx.send((server.local_addr().expect("local addr"), server.state()))
                 .expect("send addr");
             server.run(std::future::pending()).await;
         });
