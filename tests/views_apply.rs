@@ -18,9 +18,18 @@ struct Cluster {
 }
 
 impl Cluster {
-    async fn connect(&self, user: &str, password: &str, db: &str) -> Result<Client, tokio_postgres::Error> {
+    async fn connect(
+        &self,
+        user: &str,
+        password: &str,
+        db: &str,
+    ) -> Result<Client, tokio_postgres::Error> {
         let shared = common::cluster();
-        let conf = format!("host={} port={} user={user} password={password} dbname={db}", shared.host(), shared.port());
+        let conf = format!(
+            "host={} port={} user={user} password={password} dbname={db}",
+            shared.host(),
+            shared.port()
+        );
         let (client, conn) = tokio_postgres::connect(&conf, NoTls).await?;
         tokio::spawn(conn);
         Ok(client)
@@ -28,7 +37,9 @@ impl Cluster {
 
     async fn admin(&self, db: &str) -> Client {
         let shared = common::cluster();
-        self.connect(shared.superuser(), shared.password(), db).await.unwrap()
+        self.connect(shared.superuser(), shared.password(), db)
+            .await
+            .unwrap()
     }
 
     async fn role(&self, role: &str) -> Client {
@@ -111,7 +122,9 @@ fn policy() -> Policy {
 }
 
 async fn setup() -> (Cluster, Client) {
-    let cluster = Cluster { db: common::fresh_database("views_apply").await };
+    let cluster = Cluster {
+        db: common::fresh_database("views_apply").await,
+    };
     let admin = cluster.admin(&cluster.db).await;
     let schema = std::fs::read_to_string(repo("examples/crm/schema.sql")).unwrap();
     admin.batch_execute(&schema).await.unwrap();
