@@ -86,11 +86,120 @@ enum Command {
         /// The user name.
         user: String,
     },
+    /// Data-subject rights: export, consent, correction with review, erasure, retention.
+    Subject {
+        /// The configuration file.
+        #[arg(long, short, default_value = "pgveil.toml", global = true)]
+        config: PathBuf,
+        /// Who acts (recorded as requester or reviewer).
+        #[arg(long, env = "USER", default_value = "pgveil-cli", global = true)]
+        actor: String,
+        #[command(subcommand)]
+        command: SubjectCommand,
+    },
     /// The privacy log.
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
     },
+}
+
+/// Data-subject requests; each runs as the backend administrator and
+/// prints the result and its privacy-log record as JSON.
+#[derive(Subcommand)]
+enum SubjectCommand {
+    /// Every personal datum about a customer.
+    Export {
+        /// Customer key.
+        #[arg(long)]
+        customer: String,
+    },
+    /// Withdraw the customer's consent for a purpose.
+    OptOut {
+        /// Customer key.
+        #[arg(long)]
+        customer: String,
+        /// Purpose (e.g. direct_marketing).
+        #[arg(long)]
+        purpose: String,
+    },
+    /// Record the customer's consent for a purpose.
+    OptIn {
+        /// Customer key.
+        #[arg(long)]
+        customer: String,
+        /// Purpose (e.g. direct_marketing).
+        #[arg(long)]
+        purpose: String,
+    },
+    /// File corrections (table.column=value); they land only after review.
+    Correct {
+        /// Customer key.
+        #[arg(long)]
+        customer: String,
+        /// A correction, e.g. customers.city=Kaunas (repeatable).
+        #[arg(long = "set", required = true)]
+        changes: Vec<pgveil::subject::Assignment>,
+    },
+    /// Pending corrections, and their review.
+    Review {
+        #[command(subcommand)]
+        command: ReviewCommand,
+    },
+    /// Erase the customer under the policy's erase rules, with a destruction record.
+    Erase {
+        /// Customer key.
+        #[arg(long)]
+        customer: String,
+    },
+    /// Apply the policy's retention rules.
+    Retention {
+        /// Only count what would change.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReviewCommand {
+    /// List pending corrections.
+    List,
+    /// Apply a pending correction (the reviewer must not be its requester).
+    Approve {
+        /// Correction id.
+        id: i64,
+    },
+    /// Reject a pending correction.
+    Reject {
+        /// Correction id.
+        id: i64,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+impl SubjectCommand {
+    fn into_request(self) -> pgveil::control::SubjectRequest {
+        use pgveil::control::SubjectRequest as R;
+        match self {
+            SubjectCommand::Export { customer } => R::Export { customer },
+            SubjectCommand::OptOut { customer, purpose } => R::OptOut { customer, purpose },
+            SubjectCommand::OptIn { customer, purpose } => R::OptIn { customer, purpose },
+            SubjectCommand::Correct { customer, changes } => R::Correct { customer, changes },
+            SubjectCommand::Review {
+                command: ReviewCommand::List,
+            } => R::ReviewList,
+            SubjectCommand::Review {
+                command: ReviewCommand::Approve { id },
+            } => R::Approve { id },
+            SubjectCommand::Review {
+                command: ReviewCommand::Reject { id, reason },
+            } => R::Reject { id, reason },
+            SubjectCommand::Erase { customer } => R::Erase { customer },
+            SubjectCommand::Retention { dry_run } => R::Retention { dry_run },
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -141,6 +250,18 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve { config } => serve(config).await,
         Command::Passwd { user } => passwd(&user),
+        Command::Subject {
+            config,
+            actor,
+            command,
+        } => {
+            let config = Config::load(&config)?;
+            print!(
+                "{}",
+                pgveil::control::subject(&config, command.into_request(), &actor).await?
+            );
+            Ok(())
+        }
         Command::Audit {
             command: AuditCommand::Verify { files },
         } => audit_verify(&files),
