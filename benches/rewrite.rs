@@ -7,14 +7,7 @@ use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 use sqlparser::tokenizer::Tokenizer;
 
-const TABLES: [&str; 6] = [
-    "sales_reps",
-    "customers",
-    "contact_preferences",
-    "opportunities",
-    "orders",
-    "consents",
-];
+use pgveil::crm::TABLES;
 
 const STATEMENTS: [(&str, &str); 5] = [
     ("point_lookup", "SELECT customer_id, first_name, last_name, email FROM customers WHERE customer_id = $1"),

@@ -9,14 +9,7 @@ use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 use std::ops::ControlFlow;
 
-const TABLES: [&str; 6] = [
-    "sales_reps",
-    "customers",
-    "contact_preferences",
-    "opportunities",
-    "orders",
-    "consents",
-];
+use pgveil::crm::TABLES;
 
 fn rewriter() -> Rewriter {
     Rewriter::new(

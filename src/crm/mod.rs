@@ -28,7 +28,7 @@ use generate::{Counters, Dependent};
 pub const SCHEMA_SQL: &str = include_str!("../../examples/crm/schema.sql");
 
 /// The tables of [`SCHEMA_SQL`], in load order.
-const TABLES: [&str; 6] = [
+pub const TABLES: [&str; 6] = [
     "sales_reps",
     "customers",
     "contact_preferences",
