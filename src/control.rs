@@ -219,6 +219,16 @@ pub async fn check(config: &Config) -> Result<(String, bool), ControlError> {
     Ok((out, errors))
 }
 
+/// What the rewriter needs to know about a session's grant.
+pub fn target_for(grant: &crate::policy::SessionGrant) -> crate::rewrite::Target {
+    crate::rewrite::Target {
+        schema: grant.schema.clone().unwrap_or_default(),
+        admin: grant.kind == crate::policy::ViewKind::Admin,
+        read_only: grant.read_only,
+        min_group_size: grant.min_group_size,
+    }
+}
+
 /// `pgveil explain`: the view set a user gets and what happens to one
 /// statement, without touching the database.
 pub fn explain(
@@ -227,15 +237,10 @@ pub fn explain(
     view: Option<&str>,
     sql: &str,
 ) -> Result<String, ControlError> {
-    use crate::rewrite::{Target, Verdict};
+    use crate::rewrite::Verdict;
     let policy = load_policy(config)?;
     let grant = policy.resolve_session(user, view)?;
-    let target = Target {
-        schema: grant.schema.clone().unwrap_or_default(),
-        admin: grant.kind == crate::policy::ViewKind::Admin,
-        read_only: grant.read_only,
-        min_group_size: grant.min_group_size,
-    };
+    let target = target_for(&grant);
     let mut out = format!(
         "user:       {user}\nview set:   {} ({:?})\nschema:     {}\nlogin role: {}\n",
         grant.view_set,

@@ -16,9 +16,7 @@ use crate::audit::{self, AuditError, AuditHandle};
 use crate::backend::{BackendError, BackendTarget, Login, Pools};
 use crate::config::{Config, ConfigError, TlsConfig};
 use crate::control::{self, ControlError, PolicyRuntime};
-use crate::policy::ViewKind;
 use crate::protocol::messages::PgError;
-use crate::rewrite::Target;
 use crate::session::{self, CancelRegistry, Route};
 
 /// Why the server could not start.
@@ -125,7 +123,6 @@ impl ServerState {
                 PgError::fatal("28000", e.to_string())
                     .with_hint("ask the privacy officer which view sets your role may use")
             })?;
-        let admin = grant.kind == ViewKind::Admin;
         let login = match &grant.login_role {
             Some(role) => Login {
                 user: role.clone(),
@@ -133,18 +130,13 @@ impl ServerState {
             },
             None => self.admin_login.clone(),
         };
-        let target = Target {
-            schema: grant.schema.clone().unwrap_or_default(),
-            admin,
-            read_only: grant.read_only,
-            min_group_size: grant.min_group_size,
-        };
+        let target = control::target_for(&grant);
         Ok(Route {
             user: user.to_owned(),
             purpose: grant.purpose,
             view_set: grant.view_set,
             login,
-            privileged: admin,
+            privileged: target.admin,
             rewriter: Some((runtime.rewriter.clone(), target)),
         })
     }
@@ -191,11 +183,6 @@ impl ServerState {
                 .with_hint("raise max_sessions in pgveil.toml or close idle sessions"));
         }
         Ok(())
-    }
-
-    /// Sessions currently open.
-    pub fn session_count(&self) -> usize {
-        self.sessions.load(Ordering::Acquire)
     }
 }
 

@@ -54,11 +54,6 @@ impl Pools {
         }
     }
 
-    /// The backend this pool set connects to.
-    pub fn target(&self) -> &BackendTarget {
-        &self.target
-    }
-
     fn pool_for(&self, login: &Login) -> Result<Pool<Manager>, BackendError> {
         let mut pools = self
             .pools
@@ -100,20 +95,5 @@ impl Pools {
             return;
         }
         drop(Object::take(conn));
-    }
-
-    /// Connections currently open per role: (role, size, idle).
-    pub fn stats(&self) -> Vec<(String, usize, usize)> {
-        let pools = self
-            .pools
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        pools
-            .iter()
-            .map(|(login, pool)| {
-                let status = pool.status();
-                (login.user.clone(), status.size, status.available)
-            })
-            .collect()
     }
 }

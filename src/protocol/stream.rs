@@ -35,11 +35,6 @@ impl Stream {
             }
         }
     }
-
-    /// True when the stream is encrypted.
-    pub fn is_tls(&self) -> bool {
-        matches!(self, Stream::Tls(_))
-    }
 }
 
 impl AsyncRead for Stream {
