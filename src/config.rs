@@ -140,21 +140,49 @@ pub struct TlsConfig {
     pub key: PathBuf,
 }
 
-/// Pool sizes.
+/// Backend connection pools: one per backend login role (view set).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PoolConfig {
     /// Most backend connections per backend login role.
     #[serde(default = "default_pool_size")]
     pub max_size: usize,
+    /// How sessions share backend connections (default `session`).
+    #[serde(default)]
+    pub mode: PoolMode,
+    /// The mode of particular view sets (by name, `admin` for the top
+    /// administrator, `passthrough` without a policy), overriding `mode`.
+    #[serde(default)]
+    pub view_sets: std::collections::BTreeMap<String, PoolMode>,
 }
 
 impl Default for PoolConfig {
     fn default() -> Self {
         PoolConfig {
             max_size: default_pool_size(),
+            mode: PoolMode::default(),
+            view_sets: Default::default(),
         }
     }
+}
+
+impl PoolConfig {
+    /// The pool mode of a view set's sessions.
+    pub fn mode_for(&self, view_set: &str) -> PoolMode {
+        self.view_sets.get(view_set).copied().unwrap_or(self.mode)
+    }
+}
+
+/// How client sessions share backend connections.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PoolMode {
+    /// A session keeps one backend connection from start to end.
+    #[default]
+    Session,
+    /// A session holds a backend connection only during a transaction
+    /// (and for good once it leaves state that cannot be carried over).
+    Transaction,
 }
 
 /// Time limits, in seconds.

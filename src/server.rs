@@ -133,6 +133,7 @@ impl ServerState {
         let target = control::target_for(&grant);
         Ok(Route {
             user: user.to_owned(),
+            pool_mode: self.config.pool.mode_for(&grant.view_set),
             purpose: grant.purpose,
             view_set: grant.view_set,
             login,
@@ -155,6 +156,7 @@ impl ServerState {
         }
         Ok(Route {
             user: user.to_owned(),
+            pool_mode: self.config.pool.mode_for("passthrough"),
             purpose: None,
             view_set: "passthrough".to_owned(),
             login: self.admin_login.clone(),

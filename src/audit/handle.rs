@@ -66,14 +66,12 @@ pub async fn start(
 }
 
 impl AuditHandle {
-    /// Queues one event without waiting. With `required = true`, Err means
-    /// the event will not be logged and the statement must be refused; with
-    /// `required = false` an event that cannot be queued is dropped and
-    /// counted, and the result is Ok.
+    /// Queues one event without waiting; the writer keeps retrying a failing
+    /// sink, so an event of a statement that was admitted and ran is kept
+    /// while the sink recovers. Err (with `required = true`) means the event
+    /// cannot be queued at all; with `required = false` such an event is
+    /// dropped and counted, and the result is Ok.
     pub fn record(&self, event: AuditEvent) -> Result<(), AuditUnavailable> {
-        if self.required && !self.healthy() {
-            return self.lost(AuditUnavailable::Failing);
-        }
         match self.tx.try_send(Message::Event(Box::new(event))) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => self.lost(AuditUnavailable::Full),

@@ -17,6 +17,7 @@ use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::rustls::ClientConfig;
 use tokio_rustls::TlsConnector;
 
+use super::memory::Memory;
 use super::BackendError;
 use crate::config::BackendTls;
 use crate::protocol::messages::PgError;
@@ -87,7 +88,7 @@ impl std::fmt::Debug for Login {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CancelKey {
     /// Host of the backend.
-    pub host: String,
+    pub host: Arc<str>,
     /// Port of the backend.
     pub port: u16,
     /// Backend process id.
@@ -108,7 +109,11 @@ pub struct BackendConn {
     pub status: u8,
     /// Set when the connection must not be reused.
     pub broken: bool,
-    read_buf: BytesMut,
+    /// Bytes read from the server and not yet handled (the session relay
+    /// reads into it while the connection is attached).
+    pub read_buf: BytesMut,
+    /// What pgveil prepared and applied on this connection.
+    pub memory: Memory,
 }
 
 impl BackendConn {
@@ -138,7 +143,7 @@ impl BackendConn {
             stream,
             params: BTreeMap::new(),
             cancel_key: CancelKey {
-                host: target.host.clone(),
+                host: target.host.as_str().into(),
                 port: target.port,
                 pid: 0,
                 secret: 0,
@@ -146,6 +151,7 @@ impl BackendConn {
             status: b'I',
             broken: false,
             read_buf: BytesMut::with_capacity(8192),
+            memory: Memory::default(),
         };
         conn.login(target, login).await?;
         Ok(conn)
@@ -264,6 +270,7 @@ impl BackendConn {
     /// Makes the connection fit for another client: ends any transaction and
     /// runs DISCARD ALL. On failure the connection is marked broken.
     pub async fn reset(&mut self) -> Result<(), BackendError> {
+        self.memory.forget_all();
         let result = async {
             if self.status != b'I' {
                 self.execute("ROLLBACK").await?;
@@ -275,6 +282,21 @@ impl BackendConn {
             self.broken = true;
         }
         result
+    }
+
+    /// False when the server has closed the connection or sent something
+    /// unasked (such as a FATAL error when it shut down) while it was idle
+    /// in the pool. Costs no system call unless the socket became readable.
+    pub fn seems_alive(&mut self) -> bool {
+        if !self.read_buf.is_empty() {
+            return false;
+        }
+        let tcp = match &self.stream {
+            Stream::Plain(tcp) => tcp,
+            Stream::Tls(tls) => tls.get_ref().0,
+        };
+        let mut probe = [0u8; 1];
+        matches!(tcp.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
     }
 
     async fn read_message(&mut self) -> Result<Message, BackendError> {
@@ -341,7 +363,7 @@ fn pg_error(body: &ErrorResponseBody) -> Result<PgError, BackendError> {
 /// Sends a CancelRequest for a backend process (best effort: errors are logged).
 pub async fn send_cancel(key: &CancelKey) {
     let result = async {
-        let mut tcp = TcpStream::connect((key.host.as_str(), key.port)).await?;
+        let mut tcp = TcpStream::connect((&*key.host, key.port)).await?;
         let mut out = BytesMut::new();
         frontend::cancel_request(key.pid, key.secret, &mut out);
         tcp.write_all(&out).await?;

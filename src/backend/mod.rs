@@ -2,6 +2,7 @@
 //! connections per role, reset before reuse, and cancel requests.
 
 mod connect;
+pub mod memory;
 mod pool;
 mod tls;
 

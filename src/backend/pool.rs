@@ -27,6 +27,9 @@ impl managed::Manager for Manager {
         if conn.broken {
             return Err(RecycleError::message("connection marked broken"));
         }
+        if !conn.seems_alive() {
+            return Err(RecycleError::message("connection closed by the server"));
+        }
         Ok(())
     }
 }
@@ -89,7 +92,8 @@ impl Pools {
     }
 
     /// Returns a connection after use: reset and pooled when `reusable`,
-    /// closed otherwise.
+    /// closed otherwise. (Transaction pooling hands a caught-up connection
+    /// back by dropping it, without a reset.)
     pub async fn release(mut conn: PooledConn, reusable: bool) {
         if reusable && !conn.broken && conn.reset().await.is_ok() {
             return;

@@ -7,7 +7,15 @@ use super::ProtocolError;
 /// What the scanner found at the start of a buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
-    /// Forward this many bytes from the start of the buffer unchanged.
+    /// A message passed through unchanged starts the buffer: forward its
+    /// first `n` bytes (the rest follow as [`Step::Pass`]).
+    Begin {
+        /// The message type byte.
+        tag: u8,
+        /// Bytes of it in the buffer, at most its length.
+        n: usize,
+    },
+    /// Forward this many more bytes of the message being passed.
     Pass(usize),
     /// A whole inspected message of `len` bytes (tag included) starts the buffer.
     Whole {
@@ -79,7 +87,7 @@ impl Scanner {
         }
         let n = len.min(buf.len());
         self.passthrough_left = len - n;
-        Ok(Step::Pass(n))
+        Ok(Step::Begin { tag, n })
     }
 }
 
@@ -131,7 +139,10 @@ mod tests {
     fn other_messages_pass_in_pieces() {
         let m = msg(b'd', &[7u8; 100]);
         let mut s = Scanner::new(1 << 20);
-        assert_eq!(s.step(&m[..40], |_| false).unwrap(), Step::Pass(40));
+        assert_eq!(
+            s.step(&m[..40], |_| false).unwrap(),
+            Step::Begin { tag: b'd', n: 40 }
+        );
         assert!(!s.at_boundary());
         assert_eq!(
             s.step(&m[40..], |_| false).unwrap(),

@@ -156,6 +156,33 @@ pub fn ready_for_query_idle(out: &mut BytesMut) {
     encode_infallible(&ReadyForQuery::new(TransactionStatus::Idle), out);
 }
 
+/// Appends a message built from the pieces of its body; the proxy uses it
+/// to rename statements in Bind, Describe and Close messages.
+pub fn encode_raw(tag: u8, body: &[&[u8]], out: &mut BytesMut) {
+    let len: usize = body.iter().map(|part| part.len()).sum();
+    out.reserve(len + 5);
+    out.put_u8(tag);
+    out.put_i32((len + 4) as i32);
+    for part in body {
+        out.put_slice(part);
+    }
+}
+
+/// Appends ParseComplete.
+pub fn parse_complete(out: &mut BytesMut) {
+    encode_raw(b'1', &[], out);
+}
+
+/// Appends CloseComplete.
+pub fn close_complete(out: &mut BytesMut) {
+    encode_raw(b'3', &[], out);
+}
+
+/// Appends ReadyForQuery with a transaction status byte (`I`, `T` or `E`).
+pub fn ready_for_query(status: u8, out: &mut BytesMut) {
+    encode_raw(b'Z', &[&[status]], out);
+}
+
 /// Appends NegotiateProtocolVersion: the newest minor version pgveil speaks
 /// (3.0) and the protocol options it did not recognise.
 pub fn negotiate_protocol_version(unrecognized: &[String], out: &mut BytesMut) {

@@ -1,25 +1,39 @@
-//! A bounded verdict cache keyed by target and SQL text.
+//! A bounded cache of decisions keyed by target and text: either a
+//! statement's exact text, or its shape (constants taken out, see
+//! `shape.rs`).
 //!
 //! Two generations approximate LRU: lookups hit the young generation or
 //! promote from the old one; when the young one is full it becomes the old one.
 
 use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Mutex;
 
+use super::shape::Template;
 use super::{Target, Verdict};
+
+/// What is known about a text or a shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cached {
+    /// The verdict, whatever the constants are.
+    Same(Verdict),
+    /// Rewritten: the template to fill with the statement's constants.
+    Template(Template),
+    /// The shape's verdict may depend on its constants: analyse each text.
+    Unshaped,
+}
 
 #[derive(Clone)]
 struct Entry {
     schema: Box<str>,
     flags: (bool, bool, Option<u32>),
-    sql: Box<str>,
-    verdict: Verdict,
+    text: Box<str>,
+    value: Cached,
 }
 
 impl Entry {
-    fn matches(&self, target: &Target, sql: &str) -> bool {
-        *self.sql == *sql && *self.schema == *target.schema && self.flags == flags(target)
+    fn matches(&self, target: &Target, text: &str) -> bool {
+        *self.text == *text && *self.schema == *target.schema && self.flags == flags(target)
     }
 }
 
@@ -29,9 +43,10 @@ struct Generations {
     old: HashMap<u64, Entry>,
 }
 
-/// Bounded map from (target, SQL text) to the verdict for it.
+/// Bounded map from (target, text or shape) to what is known about it.
 pub struct Cache {
     capacity: usize,
+    hasher: std::collections::hash_map::RandomState,
     inner: Mutex<Generations>,
 }
 
@@ -39,52 +54,54 @@ fn flags(target: &Target) -> (bool, bool, Option<u32>) {
     (target.admin, target.read_only, target.min_group_size)
 }
 
-fn key(target: &Target, sql: &str) -> u64 {
-    let mut h = DefaultHasher::new();
-    target.schema.hash(&mut h);
-    flags(target).hash(&mut h);
-    sql.hash(&mut h);
-    h.finish()
-}
-
 impl Cache {
-    /// A cache holding up to about `capacity` verdicts (0 disables caching).
+    /// A cache holding up to about `capacity` entries (0 disables caching).
     pub fn new(capacity: usize) -> Self {
         Self {
             capacity: capacity.div_ceil(2),
+            hasher: Default::default(),
             inner: Mutex::new(Generations::default()),
         }
     }
 
-    /// The cached verdict for this target and text, if any.
-    pub fn get(&self, target: &Target, sql: &str) -> Option<Verdict> {
+    fn key(&self, target: &Target, text: &str) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        target.schema.hash(&mut h);
+        flags(target).hash(&mut h);
+        text.hash(&mut h);
+        h.finish()
+    }
+
+    /// What is cached for this target and text (or shape key), if anything.
+    pub fn get(&self, target: &Target, text: &str) -> Option<Cached> {
         if self.capacity == 0 {
             return None;
         }
-        let k = key(target, sql);
+        let k = self.key(target, text);
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(e) = g.young.get(&k) {
-            return e.matches(target, sql).then(|| e.verdict.clone());
+            return e.matches(target, text).then(|| e.value.clone());
         }
-        let entry = g.old.remove(&k).filter(|e| e.matches(target, sql))?;
-        let verdict = entry.verdict.clone();
+        let entry = g.old.remove(&k).filter(|e| e.matches(target, text))?;
+        let value = entry.value.clone();
         self.store(&mut g, k, entry);
-        Some(verdict)
+        Some(value)
     }
 
-    /// Remembers the verdict for this target and text.
-    pub fn insert(&self, target: &Target, sql: &str, verdict: Verdict) {
+    /// Remembers what is known for this target and text (or shape key).
+    pub fn insert(&self, target: &Target, text: &str, value: Cached) {
         if self.capacity == 0 {
             return;
         }
         let entry = Entry {
             schema: target.schema.as_str().into(),
             flags: flags(target),
-            sql: sql.into(),
-            verdict,
+            text: text.into(),
+            value,
         };
+        let k = self.key(target, text);
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        self.store(&mut g, key(target, sql), entry);
+        self.store(&mut g, k, entry);
     }
 
     fn store(&self, g: &mut Generations, k: u64, entry: Entry) {
@@ -94,7 +111,7 @@ impl Cache {
         g.young.insert(k, entry);
     }
 
-    /// Number of cached verdicts (both generations).
+    /// Number of cached entries (both generations).
     #[cfg(test)]
     pub fn len(&self) -> usize {
         let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
@@ -115,15 +132,19 @@ mod tests {
         }
     }
 
+    fn forward() -> Cached {
+        Cached::Same(Verdict::Forward)
+    }
+
     #[test]
     fn bounded_and_keyed_by_target() {
         let c = Cache::new(4);
         let t = target();
         for i in 0..100 {
-            c.insert(&t, &format!("select {i}"), Verdict::Forward);
+            c.insert(&t, &format!("select {i}"), forward());
         }
         assert!(c.len() <= 4, "len {}", c.len());
-        assert_eq!(c.get(&t, "select 99"), Some(Verdict::Forward));
+        assert_eq!(c.get(&t, "select 99"), Some(forward()));
         assert_eq!(c.get(&t, "select 0"), None);
         let ro = Target {
             read_only: true,
@@ -135,7 +156,7 @@ mod tests {
     #[test]
     fn zero_capacity_caches_nothing() {
         let c = Cache::new(0);
-        c.insert(&target(), "select 1", Verdict::Forward);
+        c.insert(&target(), "select 1", forward());
         assert_eq!(c.get(&target(), "select 1"), None);
     }
 }

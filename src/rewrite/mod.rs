@@ -75,14 +75,22 @@ mod analyse;
 mod anon;
 mod cache;
 mod deny;
+pub mod effects;
 mod fallback;
+pub mod lexer;
 mod mapper;
 mod names;
 mod refusal;
+mod shape;
 mod tokens;
 
 #[cfg(test)]
 mod tests;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use cache::{Cache, Cached};
+use shape::{Shape, Template};
 
 pub use refusal::{INSUFFICIENT_PRIVILEGE, NOT_SUPPORTED};
 
@@ -121,35 +129,102 @@ pub struct Target {
     pub min_group_size: Option<u32>,
 }
 
-/// The shared rewriter: protected tables and a verdict cache (Send + Sync).
+/// The shared rewriter: protected tables and a decision cache (Send + Sync).
 pub struct Rewriter {
     protected: names::Protected,
-    cache: cache::Cache,
+    cache: Cache,
+    hits: AtomicU64,
+    misses: AtomicU64,
 }
 
 impl Rewriter {
     /// A rewriter for these protected `(schema, table)` base tables, caching
-    /// up to `cache_capacity` verdicts.
+    /// up to `cache_capacity` decisions.
     pub fn new(
         protected: impl IntoIterator<Item = (String, String)>,
         cache_capacity: usize,
     ) -> Self {
         Self {
             protected: names::Protected::new(protected),
-            cache: cache::Cache::new(cache_capacity),
+            cache: Cache::new(cache_capacity),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
         }
     }
 
     /// The verdict for one Query or Parse text sent by a session of `target`.
+    ///
+    /// A text seen before is answered from the cache; so is a query or DML
+    /// statement whose shape was seen before with other constants (the
+    /// fast path: one pass of the lexer and a template fill).
     pub fn rewrite(&self, target: &Target, sql: &str) -> Verdict {
         if target.admin {
             return Verdict::Forward;
         }
-        if let Some(v) = self.cache.get(target, sql) {
-            return v;
+        let verdict = self.cached(target, sql);
+        let counter = if verdict.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        verdict.unwrap_or_else(|| self.analyse_and_learn(target, sql))
+    }
+
+    /// Cache lookups answered, and those that needed an analysis.
+    pub fn cache_hits_and_misses(&self) -> (u64, u64) {
+        (
+            self.hits.load(Ordering::Relaxed),
+            self.misses.load(Ordering::Relaxed),
+        )
+    }
+
+    fn cached(&self, target: &Target, sql: &str) -> Option<Verdict> {
+        if let Some(Cached::Same(verdict)) = self.cache.get(target, sql) {
+            return Some(verdict);
         }
+        let shape = Shape::of(sql).filter(|s| !s.constants.is_empty() && s.constants_plain())?;
+        match self.cache.get(target, &shape.key)? {
+            Cached::Same(verdict) => Some(verdict),
+            Cached::Template(template) => Some(Verdict::Rewritten(template.fill(&shape))),
+            Cached::Unshaped => None,
+        }
+    }
+
+    fn analyse_and_learn(&self, target: &Target, sql: &str) -> Verdict {
         let verdict = analyse::analyse(&self.protected, target, sql);
-        self.cache.insert(target, sql, verdict.clone());
+        let shape = Shape::of(sql).filter(|s| !s.constants.is_empty() && s.constants_plain());
+        let learned = shape.map(|shape| {
+            let known = self.cache.get(target, &shape.key);
+            let value = known.unwrap_or_else(|| self.learn_shape(target, &shape, &verdict));
+            self.cache.insert(target, &shape.key, value.clone());
+            value
+        });
+        if !matches!(learned, Some(Cached::Same(_) | Cached::Template(_))) {
+            self.cache
+                .insert(target, sql, Cached::Same(verdict.clone()));
+        }
         verdict
+    }
+
+    /// What a shape's verdict is, checked against the verdict of one
+    /// statement of that shape: the probe (constants replaced by
+    /// placeholders) must give the same verdict once the statement's own
+    /// constants are put back.
+    fn learn_shape(&self, target: &Target, shape: &Shape<'_>, verdict: &Verdict) -> Cached {
+        let probe = analyse::analyse(&self.protected, target, &shape.probe());
+        match (verdict, probe) {
+            (Verdict::Forward, Verdict::Forward) => Cached::Same(Verdict::Forward),
+            (Verdict::Refused(a), Verdict::Refused(b)) if *a == b => {
+                Cached::Same(Verdict::Refused(b))
+            }
+            (Verdict::Rewritten(text), Verdict::Rewritten(probe_text)) => {
+                match Template::from_rewritten_probe(&probe_text, shape.constants.len()) {
+                    Some(t) if t.fill(shape) == *text => Cached::Template(t),
+                    _ => Cached::Unshaped,
+                }
+            }
+            _ => Cached::Unshaped,
+        }
     }
 }

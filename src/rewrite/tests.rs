@@ -692,3 +692,105 @@ fn string_and_comment_tricks() {
         "42501"
     );
 }
+
+/// `sql` with every number and standard string constant changed.
+fn vary_constants(sql: &str) -> String {
+    let mut out = String::new();
+    let mut cursor = 0;
+    for token in lexer::Lexer::new(sql) {
+        let token = token.expect("terminated");
+        let text = &sql[token.span.clone()];
+        let varied = match token.kind {
+            lexer::Kind::Number => format!("{text}7"),
+            lexer::Kind::String(lexer::StringKind::Standard) => {
+                format!("{}q'", &text[..text.len() - 1])
+            }
+            _ => continue,
+        };
+        out.push_str(&sql[cursor..token.span.start]);
+        out.push_str(&varied);
+        cursor = token.span.end;
+    }
+    out.push_str(&sql[cursor..]);
+    out
+}
+
+#[test]
+fn shape_fast_path_gives_the_verdict_of_a_full_analysis() {
+    let statements = [
+        "SELECT customer_id, email FROM customers WHERE customer_id = 42",
+        "SELECT * FROM customers c JOIN orders o ON o.customer_id = c.customer_id WHERE o.total > 10.5 AND c.region = 'north' LIMIT 20 OFFSET 5",
+        "select email from customers where email like 'ann%' order by email limit 20",
+        "SELECT country, count(*) FROM customers WHERE region = 'north' GROUP BY country HAVING count(*) > 3",
+        "UPDATE customers SET email = 'x@example.org', city = 'Vilnius' WHERE customer_id = 7",
+        "INSERT INTO orders (order_id, customer_id, total) VALUES (1, 2, 3.5), (4, 5, 6)",
+        "DELETE FROM opportunities WHERE opportunity_id = 9",
+        "WITH x AS (SELECT * FROM customers WHERE customer_id < 100) SELECT count(*) FROM x",
+        "SELECT 1, 'a', E'b\\n', $$c$$",
+        "SELECT * FROM pg_stats WHERE attname = 'email'",
+        "SELECT current_setting('application_name')",
+        "SELECT * FROM customers WHERE date_of_birth > DATE '1980-01-01'",
+        "SELECT * FROM customers WHERE created_at > now() - INTERVAL '3 days'",
+        "SELECT customers FROM orders WHERE total = 1",
+        "select 1; select * from customers where customer_id = 2; select 3",
+        "SELECT * FROM customers WHERE customer_id IN (1, 2, 3) AND 'x' = 'x'",
+    ];
+    let targets = [standard(), read_only(), anonymous(5)];
+    for target in &targets {
+        for sql in statements {
+            let warmed = rewriter();
+            let variant = vary_constants(sql);
+            assert_ne!(variant, sql);
+            warmed.rewrite(target, &variant);
+            let fresh = Rewriter::new(
+                TABLES
+                    .iter()
+                    .map(|t| ("public".to_owned(), (*t).to_owned())),
+                0,
+            );
+            assert_eq!(
+                warmed.rewrite(target, sql),
+                fresh.rewrite(target, sql),
+                "{sql} after {variant} for {}",
+                target.schema
+            );
+        }
+    }
+}
+
+#[test]
+fn shape_hits_still_refuse_pgveil_settings() {
+    let rw = rewriter();
+    let t = standard();
+    assert_eq!(
+        rw.rewrite(&t, "SELECT current_setting('application_name')"),
+        Verdict::Forward
+    );
+    for sql in [
+        "SELECT current_setting('pgveil.view')",
+        "SELECT current_setting(' PgVeil.view')",
+        r"SELECT current_setting(E'\x70gveil.view')",
+    ] {
+        assert_eq!(refused(&t, sql).sqlstate, "42501", "{sql}");
+        assert!(
+            matches!(rw.rewrite(&t, sql), Verdict::Refused(_)),
+            "{sql} on a warm shape"
+        );
+    }
+}
+
+#[test]
+fn shape_hits_are_counted_as_cache_hits() {
+    let rw = rewriter();
+    let t = standard();
+    for id in 0..10 {
+        let sql = format!("SELECT email FROM customers WHERE customer_id = {id}");
+        assert_eq!(
+            rw.rewrite(&t, &sql),
+            Verdict::Rewritten(format!(
+                r#"SELECT email FROM "veil_standard"."customers" AS customers WHERE customer_id = {id}"#
+            ))
+        );
+    }
+    assert_eq!(rw.cache_hits_and_misses(), (9, 1));
+}

@@ -2,8 +2,8 @@
 //! backend reply belongs to and records one event per statement run,
 //! prepared only, or refused.
 //!
-//! The client pump reports Query, Parse, Bind, Execute and Sync in order;
-//! the backend pump reports the replies that end them. Replies arrive in
+//! The relay reports Query, Parse, Bind, Execute and Sync in order as the
+//! client sends them, and the replies that end them as the client gets them. Replies arrive in
 //! the order of the requests, so a queue of pending requests is enough: an
 //! ErrorResponse belongs to the first request still waiting for its reply,
 //! and requests skipped after an error (up to Sync) are dropped unrecorded

@@ -1,12 +1,14 @@
 //! One client session: startup and authentication, choice of route and
-//! backend connection, the two pumps, and the return of the backend
+//! backend connection, the relay, and the return of the backend
 //! connection to its pool.
 
 mod audit;
 mod cancel;
 mod handshake;
-mod pump;
+mod relay;
+mod replies;
 mod route;
+mod statements;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,13 +16,15 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
 
-pub use cancel::CancelRegistry;
+pub use cancel::{CancelRegistry, CancelSlot};
+pub use relay::End;
 pub use route::Route;
 
 use crate::audit::{new_session_id, AuditEvent, SessionInfo};
+use crate::backend::memory::Settings;
 use crate::backend::{BackendError, PooledConn, Pools};
+use crate::config::PoolMode;
 use crate::protocol::messages::{self, PgError};
 use crate::protocol::startup::{parse_options, Startup};
 use crate::protocol::stream::Stream;
@@ -28,7 +32,7 @@ use crate::protocol::ProtocolError;
 use crate::server::ServerState;
 use audit::StatementLog;
 use handshake::Opening;
-use pump::{BackendEnd, Client, ClientEnd, Tracker};
+use relay::{Relay, Shared};
 
 /// Why a session ended early.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +46,9 @@ pub enum SessionError {
     /// PostgreSQL could not serve the session.
     #[error(transparent)]
     Backend(#[from] BackendError),
+    /// The backend connection of a running session failed (FATAL 08006).
+    #[error("{}", .0.message)]
+    BackendLost(PgError),
     /// The connection failed; nobody to tell.
     #[error("connection error: {0}")]
     Io(#[from] std::io::Error),
@@ -68,7 +75,9 @@ impl SessionError {
     /// The FATAL error the client should see, if any.
     fn client_error(&self) -> Option<PgError> {
         match self {
-            SessionError::Client(e) | SessionError::AuthFailed(e) => Some(e.clone()),
+            SessionError::Client(e)
+            | SessionError::AuthFailed(e)
+            | SessionError::BackendLost(e) => Some(e.clone()),
             SessionError::Backend(e) => Some(e.to_client_error()),
             SessionError::Io(_) | SessionError::Silent(_) => None,
         }
@@ -80,7 +89,13 @@ pub async fn run(state: Arc<ServerState>, tcp: TcpStream, peer: SocketAddr) {
     let _ = tcp.set_nodelay(true);
     let startup_limit = state.config.timeouts.startup();
     let started = tokio::time::timeout(startup_limit, start(&state, tcp)).await;
-    let (mut stream, route, mut conn, application_name) = match started {
+    let Started {
+        stream,
+        route,
+        conn,
+        settings,
+        application_name,
+    } = match started {
         Ok(Ok(Some(ready))) => ready,
         Ok(Ok(None)) => return,
         Ok(Err((stream, user, e))) => {
@@ -93,35 +108,57 @@ pub async fn run(state: Arc<ServerState>, tcp: TcpStream, peer: SocketAddr) {
         }
     };
     tracing::debug!(%peer, user = %route.user, view_set = %route.view_set, "session started");
-    let client_key = state.cancels.register(conn.cancel_key.clone());
+    let (client_key, cancel) = state.cancels.register();
     let log = state.audit().map(|handle| {
         StatementLog::new(
             handle.clone(),
             Arc::new(session_info(&route, peer, application_name)),
         )
     });
-    let session = Session {
+    let conn = match route.pool_mode {
+        PoolMode::Session => Some(conn),
+        // back to the pool as it is: it has this client's settings
+        PoolMode::Transaction => None,
+    };
+    let shared = Shared {
+        pools: &state.pools,
         route: &route,
         log: log.as_ref(),
-        client_key,
+        cancel: &cancel,
+        max_message_bytes: state.config.max_message_bytes,
+        idle_timeout: state.config.timeouts.idle(),
     };
-    let reusable = run_pumps(&state, &mut stream, &session, &mut conn).await;
+    let mut greeting = BytesMut::new();
+    messages::backend_key_data(client_key.0, client_key.1, &mut greeting);
+    messages::ready_for_query_idle(&mut greeting);
+    let (end, conn, clean) = Relay::new(shared, stream, conn, settings)
+        .run(&greeting)
+        .await;
+    tracing::debug!(%peer, user = %route.user, ?end, "session ended");
     state.cancels.unregister(client_key);
-    if !reusable && !conn.broken {
-        crate::backend::send_cancel(&conn.cancel_key).await;
+    if let Some(conn) = conn {
+        if !clean && !conn.broken {
+            crate::backend::send_cancel(&conn.cancel_key).await;
+        }
+        Pools::release(conn, clean).await;
     }
-    Pools::release(conn, reusable).await;
 }
 
-/// A started session: its stream, route, backend connection and the
-/// client's `application_name`.
-type Started = (Stream, Route, PooledConn, Option<String>);
+/// A started session.
+struct Started {
+    stream: Stream,
+    route: Route,
+    /// The connection the client's settings were checked on.
+    conn: PooledConn,
+    settings: Arc<Settings>,
+    application_name: Option<String>,
+}
 
 /// A failed start: the stream (when there is one) so the error can be
 /// reported, and the user name tried (when known).
 type Failed = (Option<Stream>, Option<String>, SessionError);
 
-/// Everything before the pumps.
+/// Everything before the relay.
 async fn start(state: &ServerState, tcp: TcpStream) -> Result<Option<Started>, Failed> {
     let (mut stream, startup) = match handshake::open(state, tcp).await {
         Ok(Opening::Session(stream, startup)) => (stream, startup),
@@ -130,7 +167,13 @@ async fn start(state: &ServerState, tcp: TcpStream) -> Result<Option<Started>, F
     };
     let application_name = startup.param("application_name").map(str::to_owned);
     match establish(state, &mut stream, &startup).await {
-        Ok((route, conn)) => Ok(Some((stream, route, conn, application_name))),
+        Ok((route, conn, settings)) => Ok(Some(Started {
+            stream,
+            route,
+            conn,
+            settings,
+            application_name,
+        })),
         Err(e) => {
             let user = startup.param("user").map(str::to_owned);
             Err((Some(stream), user, e))
@@ -176,7 +219,7 @@ async fn establish(
     state: &ServerState,
     stream: &mut Stream,
     startup: &Startup,
-) -> Result<(Route, PooledConn), SessionError> {
+) -> Result<(Route, PooledConn, Arc<Settings>), SessionError> {
     negotiate_protocol(stream, startup).await?;
     state.check_capacity().map_err(SessionError::Client)?;
     let user = startup
@@ -208,6 +251,13 @@ async fn establish(
         .route(user, requested_view)
         .map_err(SessionError::Client)?;
     check_settings(&route, &settings)?;
+    let settings = Arc::new(Settings {
+        startup: settings
+            .into_iter()
+            .filter(|(name, _)| !name.starts_with("pgveil."))
+            .collect(),
+        carried: Vec::new(),
+    });
     let mut conn = acquire(state, &route, &settings).await?;
     let mut out = BytesMut::new();
     for (name, value) in &conn.params {
@@ -215,7 +265,7 @@ async fn establish(
     }
     conn.status = b'I';
     stream.write_all(&out).await?;
-    Ok((route, conn))
+    Ok((route, conn, settings))
 }
 
 /// Answers a request for a newer protocol minor version or `_pq_` options
@@ -311,18 +361,24 @@ fn is_utf8_compatible(encoding: &str) -> bool {
 }
 
 /// Takes a backend connection for the route and applies the client's
-/// settings; a pooled connection that turns out dead is replaced.
+/// settings (which checks them); a pooled connection that turns out dead
+/// is replaced.
 async fn acquire(
     state: &ServerState,
     route: &Route,
-    settings: &[(String, String)],
+    settings: &Arc<Settings>,
 ) -> Result<PooledConn, SessionError> {
-    let apply = settings_sql(settings);
+    let apply = settings.apply_sql();
     let mut last_error = None;
     for _ in 0..3 {
         let mut conn = state.pools.get(&route.login).await?;
+        conn.memory.settings = None;
         match conn.execute(&apply).await {
-            Ok(()) => return Ok(conn),
+            Ok(()) => {
+                conn.memory.settings = Some(settings.clone());
+                conn.memory.unnamed = None;
+                return Ok(conn);
+            }
             Err(BackendError::Server(e)) => {
                 Pools::release(conn, true).await;
                 return Err(SessionError::Client(PgError {
@@ -343,31 +399,6 @@ async fn acquire(
     ))
 }
 
-/// One statement applying all client settings (also proves the connection alive).
-fn settings_sql(settings: &[(String, String)]) -> String {
-    let calls: Vec<String> = settings
-        .iter()
-        .filter(|(name, _)| !name.starts_with("pgveil."))
-        .map(|(name, value)| {
-            format!(
-                "pg_catalog.set_config({}, {}, false)",
-                quote_literal(name),
-                quote_literal(value)
-            )
-        })
-        .collect();
-    if calls.is_empty() {
-        "SELECT 1".to_owned()
-    } else {
-        format!("SELECT {}", calls.join(", "))
-    }
-}
-
-/// An escape-string literal, safe whatever standard_conforming_strings is.
-fn quote_literal(text: &str) -> String {
-    format!("E'{}'", text.replace('\\', "\\\\").replace('\'', "''"))
-}
-
 async fn report_startup_failure(stream: Option<Stream>, error: SessionError, peer: SocketAddr) {
     match &error {
         SessionError::AuthFailed(_) => tracing::warn!(%peer, "{error}"),
@@ -379,83 +410,5 @@ async fn report_startup_failure(stream: Option<Stream>, error: SessionError, pee
         pg_error.encode(&mut out);
         let _ = stream.write_all(&out).await;
         let _ = stream.shutdown().await;
-    }
-}
-
-/// What the pumps of one session share.
-struct Session<'a> {
-    route: &'a Route,
-    log: Option<&'a StatementLog>,
-    client_key: (i32, i32),
-}
-
-/// Sends the end of startup, runs both pumps, and says whether the backend
-/// connection is clean enough to pool again.
-async fn run_pumps(
-    state: &ServerState,
-    stream: &mut Stream,
-    session: &Session<'_>,
-    conn: &mut PooledConn,
-) -> bool {
-    let client_key = session.client_key;
-    let mut out = BytesMut::new();
-    messages::backend_key_data(client_key.0, client_key.1, &mut out);
-    messages::ready_for_query_idle(&mut out);
-    if stream.write_all(&out).await.is_err() {
-        return true;
-    }
-    let tracker = Tracker::default();
-    let (fatal_tx, fatal_rx) = oneshot::channel();
-    let conn = &mut **conn;
-    let (mut client_rd, mut client_wr) = stream.split();
-    let (mut backend_rd, mut backend_wr) = conn.stream.split();
-    let config = &state.config;
-    let client = Client {
-        route: session.route,
-        tracker: &tracker,
-        log: session.log,
-    };
-    let c2b = pump::client_to_backend(
-        &mut client_rd,
-        &mut backend_wr,
-        &client,
-        config.max_message_bytes,
-        config.timeouts.idle(),
-    );
-    let b2c = pump::backend_to_client(
-        &mut backend_rd,
-        &mut client_wr,
-        &tracker,
-        session.log,
-        &mut conn.status,
-        &mut conn.params,
-        fatal_rx,
-    );
-    tokio::pin!(c2b, b2c);
-    let (client_end, backend_end) = tokio::select! {
-        end = &mut c2b => {
-            match end {
-                Ok(end) => (Some(end), None),
-                Err(e) => {
-                    if let Some(error) = e.client_error() {
-                        let _ = fatal_tx.send(error);
-                        (None, Some(b2c.await))
-                    } else {
-                        (None, None)
-                    }
-                }
-            }
-        }
-        end = &mut b2c => (None, Some(end)),
-    };
-    match backend_end {
-        Some(BackendEnd::BackendGone) => {
-            conn.broken = true;
-            false
-        }
-        _ => {
-            matches!(client_end, Some(ClientEnd::Terminated | ClientEnd::Closed))
-                && tracker.caught_up()
-        }
     }
 }

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::backend::Login;
+use crate::config::PoolMode;
 use crate::rewrite::{Rewriter, Target, Verdict};
 
 /// The backend role a session logs in as and how its SQL is rewritten.
@@ -17,6 +18,8 @@ pub struct Route {
     pub view_set: String,
     /// Backend credentials for this view set.
     pub login: Login,
+    /// How the session shares backend connections.
+    pub pool_mode: PoolMode,
     /// Whether the session may change `search_path`, `role` and similar
     /// settings at startup (only the administrator).
     pub privileged: bool,

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use pgveil::config::Config;
+use pgveil::config::{Config, PoolMode};
 use pgveil::server::{Server, ServerState};
 
 /// The password of every proxy user the fixture creates.
@@ -160,9 +160,21 @@ pub async fn start_crm_with(
     }
 }
 
+/// The pool mode the suite runs in: `PGVEIL_TEST_POOL_MODE=transaction`
+/// runs every proxy test under transaction pooling (`scripts/test.sh` runs
+/// the suite in both modes). A test's `[pool.view_sets]` entries still win.
+pub fn suite_pool_mode() -> PoolMode {
+    match std::env::var("PGVEIL_TEST_POOL_MODE").as_deref() {
+        Ok("transaction") => PoolMode::Transaction,
+        Ok("session") | Err(_) => PoolMode::Session,
+        Ok(other) => panic!("PGVEIL_TEST_POOL_MODE={other}: use session or transaction"),
+    }
+}
+
 /// Runs a server for `config` on its own runtime thread; returns its
 /// address and state.
-fn serve(config: Config) -> (SocketAddr, Arc<ServerState>) {
+fn serve(mut config: Config) -> (SocketAddr, Arc<ServerState>) {
+    config.pool.mode = suite_pool_mode();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_multi_thread()
