@@ -117,8 +117,11 @@ pub async fn run(state: Arc<ServerState>, tcp: TcpStream, peer: SocketAddr) {
     });
     let conn = match route.pool_mode {
         PoolMode::Session => Some(conn),
-        // back to the pool as it is: it has this client's settings
-        PoolMode::Transaction => None,
+        PoolMode::Transaction => {
+            // back to the pool as it is: it has this client's settings
+            drop(conn);
+            None
+        }
     };
     let shared = Shared {
         pools: &state.pools,

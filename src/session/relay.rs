@@ -393,8 +393,9 @@ impl<'a> Relay<'a> {
                 Some(new)
             }
         };
+        let outside = self.outside_transaction();
         self.attach().await?;
-        let then = self.query_effect(sql);
+        let then = self.query_effect(sql, outside);
         match &text {
             Some(new) => messages::encode_query(new, &mut self.to_backend),
             None => self.to_backend.extend_from_slice(frame),
@@ -404,8 +405,9 @@ impl<'a> Relay<'a> {
         Ok(())
     }
 
-    /// Under transaction pooling: what a simple Query leaves behind.
-    fn query_effect(&mut self, sql: &str) -> Then {
+    /// Under transaction pooling: what a simple Query leaves behind; sent
+    /// `outside` a transaction, its settings are carried.
+    fn query_effect(&mut self, sql: &str, outside: bool) -> Then {
         if !self.transaction_pooling() {
             return Then::Nothing;
         }
@@ -416,7 +418,7 @@ impl<'a> Relay<'a> {
                 self.forget_at_ready = true;
                 Then::Nothing
             }
-            Effect::Settings if self.outside_transaction() => Then::Carry(
+            Effect::Settings if outside => Then::Carry(
                 classified
                     .settings
                     .into_iter()
@@ -430,8 +432,10 @@ impl<'a> Relay<'a> {
         }
     }
 
+    /// Whether nothing is in flight and no transaction is open (under
+    /// transaction pooling a session without a connection has none).
     fn outside_transaction(&self) -> bool {
-        self.replies.caught_up() && self.conn.as_ref().is_some_and(|c| c.status == b'I')
+        self.replies.caught_up() && self.conn.as_ref().is_none_or(|c| c.status == b'I')
     }
 
     fn pin(&mut self) {
