@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use fallible_iterator::FallibleIterator;
+use futures::FutureExt;
 use postgres_protocol::authentication::md5_hash;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
 use postgres_protocol::message::backend::{ErrorResponseBody, Message};
@@ -275,6 +276,17 @@ impl BackendConn {
             self.broken = true;
         }
         result
+    }
+
+    /// True when an idle connection has been closed by the server or has
+    /// something unasked to say (PostgreSQL sends FATAL 57P01 and closes
+    /// its connections when it shuts down). Checks without waiting.
+    pub fn hung_up(&mut self) -> bool {
+        if !self.read_buf.is_empty() {
+            return true;
+        }
+        let mut probe = [0u8; 1];
+        self.stream.read(&mut probe).now_or_never().is_some()
     }
 
     async fn read_message(&mut self) -> Result<Message, BackendError> {

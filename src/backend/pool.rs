@@ -4,7 +4,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use deadpool::managed::{self, Metrics, Object, Pool, PoolError, RecycleError, RecycleResult};
+use deadpool::managed::{
+    self, Metrics, Object, Pool, PoolError, RecycleError, RecycleResult, Status,
+};
 use deadpool::Runtime;
 
 use super::{BackendConn, BackendError, BackendTarget, Login};
@@ -26,6 +28,11 @@ impl managed::Manager for Manager {
     async fn recycle(&self, conn: &mut BackendConn, _: &Metrics) -> RecycleResult<BackendError> {
         if conn.broken {
             return Err(RecycleError::message("connection marked broken"));
+        }
+        if conn.hung_up() {
+            return Err(RecycleError::message(
+                "connection closed by PostgreSQL while idle",
+            ));
         }
         Ok(())
     }
@@ -86,6 +93,23 @@ impl Pools {
             PoolError::Timeout(_) => BackendError::Timeout("connecting to PostgreSQL"),
             other => BackendError::Protocol(other.to_string()),
         })
+    }
+
+    /// The state of each login role's pool, by role name.
+    pub fn status(&self) -> Vec<(String, Status)> {
+        let pools = self
+            .pools
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        pools
+            .iter()
+            .map(|(login, pool)| (login.user.clone(), pool.status()))
+            .collect()
+    }
+
+    /// Where the pools connect to.
+    pub fn target(&self) -> &BackendTarget {
+        &self.target
     }
 
     /// Returns a connection after use: reset and pooled when `reusable`,
