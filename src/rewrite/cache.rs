@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use super::{Target, Verdict};
@@ -33,6 +34,17 @@ struct Generations {
 pub struct Cache {
     capacity: usize,
     inner: Mutex<Generations>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+/// How many lookups found a cached verdict, and how many did not.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Lookups answered from the cache.
+    pub hits: u64,
+    /// Lookups that had to analyse the statement.
+    pub misses: u64,
 }
 
 fn flags(target: &Target) -> (bool, bool, Option<u32>) {
@@ -53,11 +65,33 @@ impl Cache {
         Self {
             capacity: capacity.div_ceil(2),
             inner: Mutex::new(Generations::default()),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
         }
     }
 
-    /// The cached verdict for this target and text, if any.
+    /// Hits and misses since the cache was created.
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The cached verdict for this target and text, if any; counted as a
+    /// hit or a miss.
     pub fn get(&self, target: &Target, sql: &str) -> Option<Verdict> {
+        let found = self.lookup(target, sql);
+        let counter = if found.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
+    }
+
+    fn lookup(&self, target: &Target, sql: &str) -> Option<Verdict> {
         if self.capacity == 0 {
             return None;
         }
@@ -130,6 +164,7 @@ mod tests {
             ..target()
         };
         assert_eq!(c.get(&ro, "select 99"), None);
+        assert_eq!(c.stats(), CacheStats { hits: 1, misses: 2 });
     }
 
     #[test]

@@ -84,6 +84,7 @@ mod tokens;
 #[cfg(test)]
 mod tests;
 
+pub use cache::CacheStats;
 pub use refusal::{INSUFFICIENT_PRIVILEGE, NOT_SUPPORTED};
 
 /// Why a statement was refused; becomes an ErrorResponse at the protocol edge.
@@ -138,6 +139,11 @@ impl Rewriter {
             protected: names::Protected::new(protected),
             cache: cache::Cache::new(cache_capacity),
         }
+    }
+
+    /// Hits and misses of the verdict cache since this rewriter was built.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.stats()
     }
 
     /// The verdict for one Query or Parse text sent by a session of `target`.

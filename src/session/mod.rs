@@ -10,15 +10,18 @@ mod route;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 pub use cancel::CancelRegistry;
 pub use route::Route;
 
+use crate::admin::SessionMetrics;
 use crate::audit::{new_session_id, AuditEvent, SessionInfo};
 use crate::backend::{BackendError, PooledConn, Pools};
 use crate::protocol::messages::{self, PgError};
@@ -73,10 +76,40 @@ impl SessionError {
             SessionError::Io(_) | SessionError::Silent(_) => None,
         }
     }
+
+    /// Why the session was refused, as a metrics label.
+    fn refusal_reason(&self) -> &'static str {
+        match self {
+            SessionError::AuthFailed(_) => "auth_failed",
+            SessionError::Backend(BackendError::PoolExhausted) => "pool_exhausted",
+            SessionError::Backend(_) => "backend_unavailable",
+            SessionError::Client(e) => match e.code.as_str() {
+                "53300" => "too_many_sessions",
+                "57P01" => "shutting_down",
+                "3D000" => "unknown_database",
+                "28000" | "42501" => "not_allowed",
+                _ => "bad_request",
+            },
+            SessionError::Io(_) | SessionError::Silent(_) => "connection_lost",
+        }
+    }
 }
 
-/// Runs one client connection to its end.
+/// Runs one client connection to its end, inside a `session` tracing span
+/// (session_id, peer, and once known user and view_set).
 pub async fn run(state: Arc<ServerState>, tcp: TcpStream, peer: SocketAddr) {
+    let session_id = new_session_id();
+    let span = tracing::info_span!(
+        "session",
+        session_id = %session_id,
+        %peer,
+        user = tracing::field::Empty,
+        view_set = tracing::field::Empty,
+    );
+    serve(state, tcp, peer, session_id).instrument(span).await
+}
+
+async fn serve(state: Arc<ServerState>, tcp: TcpStream, peer: SocketAddr, session_id: String) {
     let _ = tcp.set_nodelay(true);
     let startup_limit = state.config.timeouts.startup();
     let started = tokio::time::timeout(startup_limit, start(&state, tcp)).await;
@@ -84,28 +117,36 @@ pub async fn run(state: Arc<ServerState>, tcp: TcpStream, peer: SocketAddr) {
         Ok(Ok(Some(ready))) => ready,
         Ok(Ok(None)) => return,
         Ok(Err((stream, user, e))) => {
-            log_login_failure(&state, user, &e, peer);
+            count_refusal(&state, &e);
+            log_login_failure(&state, user, &e, peer, &session_id);
             return report_startup_failure(stream, e, peer).await;
         }
         Err(_) => {
-            tracing::info!(%peer, "startup timed out");
+            state.metrics().session_refused("startup_timeout");
+            tracing::info!("startup timed out");
             return;
         }
     };
-    tracing::debug!(%peer, user = %route.user, view_set = %route.view_set, "session started");
+    tracing::info!("session started");
+    let opened = Instant::now();
     let client_key = state.cancels.register(conn.cancel_key.clone());
     let log = state.audit().map(|handle| {
         StatementLog::new(
             handle.clone(),
-            Arc::new(session_info(&route, peer, application_name)),
+            Arc::new(session_info(&route, peer, application_name, session_id)),
         )
     });
     let session = Session {
         route: &route,
         log: log.as_ref(),
         client_key,
+        metrics: Arc::new(state.metrics().session(&route.view_set)),
     };
     let reusable = run_pumps(&state, &mut stream, &session, &mut conn).await;
+    tracing::info!(
+        duration_ms = u64::try_from(opened.elapsed().as_millis()).unwrap_or(u64::MAX),
+        "session ended"
+    );
     state.cancels.unregister(client_key);
     if !reusable && !conn.broken {
         crate::backend::send_cancel(&conn.cancel_key).await;
@@ -138,10 +179,23 @@ async fn start(state: &ServerState, tcp: TcpStream) -> Result<Option<Started>, F
     }
 }
 
+/// Counts a connection that ended before its session started.
+fn count_refusal(state: &ServerState, error: &SessionError) {
+    state.metrics().session_refused(error.refusal_reason());
+    if matches!(error, SessionError::AuthFailed(_)) {
+        state.metrics().login_failed();
+    }
+}
+
 /// The facts every privacy-log record of this session repeats.
-fn session_info(route: &Route, peer: SocketAddr, application_name: Option<String>) -> SessionInfo {
+fn session_info(
+    route: &Route,
+    peer: SocketAddr,
+    application_name: Option<String>,
+    session_id: String,
+) -> SessionInfo {
     SessionInfo {
-        session_id: new_session_id(),
+        session_id,
         user: route.user.clone(),
         role: Some(route.login.user.clone()),
         view_set: Some(route.view_set.clone()),
@@ -157,12 +211,13 @@ fn log_login_failure(
     user: Option<String>,
     error: &SessionError,
     peer: SocketAddr,
+    session_id: &str,
 ) {
     let (Some(handle), SessionError::AuthFailed(pg_error)) = (state.audit(), error) else {
         return;
     };
     let session = SessionInfo {
-        session_id: new_session_id(),
+        session_id: session_id.to_owned(),
         user: user.unwrap_or_default(),
         client_addr: Some(peer),
         ..SessionInfo::default()
@@ -188,6 +243,7 @@ async fn establish(
                 "no PostgreSQL user name specified in startup packet",
             ))
         })?;
+    tracing::Span::current().record("user", user);
     check_database(state, startup.param("database").unwrap_or(user))?;
     if startup
         .param("replication")
@@ -207,6 +263,7 @@ async fn establish(
     let route = state
         .route(user, requested_view)
         .map_err(SessionError::Client)?;
+    tracing::Span::current().record("view_set", route.view_set.as_str());
     check_settings(&route, &settings)?;
     let mut conn = acquire(state, &route, &settings).await?;
     let mut out = BytesMut::new();
@@ -372,6 +429,7 @@ async fn report_startup_failure(stream: Option<Stream>, error: SessionError, pee
     match &error {
         SessionError::AuthFailed(_) => tracing::warn!(%peer, "{error}"),
         SessionError::Io(_) | SessionError::Silent(_) => tracing::debug!(%peer, "{error}"),
+        SessionError::Backend(e) => tracing::warn!(error = %e, "session refused: backend error"),
         _ => tracing::info!(%peer, "session refused: {error}"),
     }
     if let (Some(mut stream), Some(pg_error)) = (stream, error.client_error()) {
@@ -387,6 +445,7 @@ struct Session<'a> {
     route: &'a Route,
     log: Option<&'a StatementLog>,
     client_key: (i32, i32),
+    metrics: Arc<SessionMetrics>,
 }
 
 /// Sends the end of startup, runs both pumps, and says whether the backend
@@ -404,7 +463,7 @@ async fn run_pumps(
     if stream.write_all(&out).await.is_err() {
         return true;
     }
-    let tracker = Tracker::default();
+    let tracker = Tracker::new(session.metrics.clone());
     let (fatal_tx, fatal_rx) = oneshot::channel();
     let conn = &mut **conn;
     let (mut client_rd, mut client_wr) = stream.split();
@@ -431,7 +490,8 @@ async fn run_pumps(
         &mut conn.params,
         fatal_rx,
     );
-    tokio::pin!(c2b, b2c);
+    let leave = state.shutdown().session_must_end(|| tracker.idle());
+    tokio::pin!(c2b, b2c, leave);
     let (client_end, backend_end) = tokio::select! {
         end = &mut c2b => {
             match end {
@@ -447,9 +507,15 @@ async fn run_pumps(
             }
         }
         end = &mut b2c => (None, Some(end)),
+        error = &mut leave => {
+            tracing::info!("ending the session: pgveil is shutting down");
+            let _ = fatal_tx.send(error);
+            (None, Some(b2c.await))
+        }
     };
     match backend_end {
         Some(BackendEnd::BackendGone) => {
+            tracing::warn!("backend error: the connection to PostgreSQL was lost");
             conn.broken = true;
             false
         }

@@ -16,8 +16,8 @@
 //! that cannot be written, Query, Parse and Execute are refused the same way.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -27,6 +27,7 @@ use tokio::sync::oneshot;
 use super::audit::{Request, StatementLog};
 use super::route::Route;
 use super::SessionError;
+use crate::admin::{SessionMetrics, StatementVerdict};
 use crate::audit::{rows_from_command_complete, AuditVerdict};
 use crate::protocol::frame::{Scanner, Step, HEADER_LEN};
 use crate::protocol::messages::{self, split_cstr, tag, PgError};
@@ -51,6 +52,8 @@ pub struct Tracker {
     nonce: u64,
     next_id: AtomicU64,
     refusals: Mutex<VecDeque<PendingRefusal>>,
+    in_transaction: AtomicBool,
+    metrics: Arc<SessionMetrics>,
 }
 
 struct PendingRefusal {
@@ -59,19 +62,26 @@ struct PendingRefusal {
     error: PgError,
 }
 
-impl Default for Tracker {
-    fn default() -> Self {
+impl Tracker {
+    /// The tracker of a session that reports to `metrics`.
+    pub fn new(metrics: Arc<SessionMetrics>) -> Self {
         Tracker {
             syncs_sent: AtomicU64::new(0),
             readies_seen: AtomicU64::new(0),
             nonce: rand::random(),
             next_id: AtomicU64::new(0),
             refusals: Mutex::new(VecDeque::new()),
+            in_transaction: AtomicBool::new(false),
+            metrics,
         }
     }
-}
 
-impl Tracker {
+    /// True when nothing is in flight and no transaction is open: the
+    /// session may be ended without losing work.
+    pub fn idle(&self) -> bool {
+        self.caught_up() && !self.in_transaction.load(Ordering::Acquire)
+    }
+
     /// True when every Query/Sync sent has been answered with ReadyForQuery.
     pub fn caught_up(&self) -> bool {
         self.syncs_sent.load(Ordering::Acquire) == self.readies_seen.load(Ordering::Acquire)
@@ -94,10 +104,13 @@ impl Tracker {
     }
 
     fn sent_sync_point(&self) {
+        self.metrics.request_sent();
         self.syncs_sent.fetch_add(1, Ordering::AcqRel);
     }
 
-    fn saw_ready(&self) {
+    fn saw_ready(&self, status: u8) {
+        self.metrics.ready();
+        self.in_transaction.store(status != b'I', Ordering::Release);
         let seen = self.readies_seen.fetch_add(1, Ordering::AcqRel) + 1;
         let mut refusals = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
         while refusals.front().is_some_and(|r| r.sync_seq < seen) {
@@ -330,10 +343,17 @@ fn forward_inspected(
 /// The verdict on one statement text: the route's, or a refusal when a
 /// required privacy log cannot take its record.
 fn decide(session: &Client<'_>, sql: &str) -> Verdict {
-    match unadmitted(session.log) {
+    let verdict = match unadmitted(session.log) {
         Some(refusal) => Verdict::Refused(refusal),
         None => session.route.rewrite(sql),
+    };
+    let metrics = &session.tracker.metrics;
+    match &verdict {
+        Verdict::Forward => metrics.statement(StatementVerdict::Forwarded),
+        Verdict::Rewritten(_) => metrics.statement(StatementVerdict::Rewritten),
+        Verdict::Refused(_) => {} // counted by `refuse`
     }
+    verdict
 }
 
 /// The refusal of every statement while a required privacy log cannot be
@@ -355,6 +375,8 @@ fn refuse(
     sql: &str,
     error: PgError,
 ) -> String {
+    session.tracker.metrics.statement(StatementVerdict::Refused);
+    tracing::info!(sqlstate = %error.code, reason = %error.message, "statement refused");
     if let Some(log) = session.log {
         log.refused(request, name, sql, &error.message, &error.code);
     }
@@ -480,7 +502,7 @@ fn deliver_inspected(
     match tag {
         tag::READY_FOR_QUERY => {
             *status = frame.get(HEADER_LEN).copied().unwrap_or(b'I');
-            tracker.saw_ready();
+            tracker.saw_ready(*status);
             out.extend_from_slice(frame);
         }
         tag::ERROR_RESPONSE => match tracker.refusal_for(frame) {
