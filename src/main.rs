@@ -331,7 +331,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
 /// signal while waiting for PostgreSQL at startup exits at once.
 async fn serve(path: PathBuf) -> anyhow::Result<()> {
     let config = Config::load(&path)?;
-    raise_open_file_limit();
+    if !pgveil::server::raise_open_file_limit() {
+        tracing::warn!("cannot raise the open-file limit; sessions are limited by `ulimit -n`");
+    }
     let shutdown = shutdown_signal()?;
     tokio::pin!(shutdown);
     let server = tokio::select! {
@@ -344,25 +346,6 @@ async fn serve(path: PathBuf) -> anyhow::Result<()> {
     server.run(shutdown).await;
     tracing::info!("pgveil stopped");
     Ok(())
-}
-
-/// Raises the soft limit of open files to the hard limit: every session
-/// holds two sockets.
-fn raise_open_file_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
-    let raised = unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0
-        }
-    };
-    if !raised {
-        tracing::warn!("cannot raise the open-file limit; sessions are limited by `ulimit -n`");
-    }
 }
 
 /// Reloads the policy on each SIGHUP; a bad policy is logged and ignored.

@@ -287,6 +287,22 @@ fn is_transient(e: &BackendError) -> bool {
     }
 }
 
+/// Raises this process's soft limit of open files to its hard limit (every
+/// session holds two sockets); false when that failed.
+pub fn raise_open_file_limit() -> bool {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0
+        }
+    }
+}
+
 /// Starts the privacy log writer when `[audit]` is configured; the table
 /// sink uses the control-plane pool (or a new one without a policy).
 async fn start_audit(

@@ -204,6 +204,10 @@ async fn run(cluster: &'static Cluster, plan: &Plan) -> Figures {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_sessions_idle_and_active() {
+    assert!(
+        pgveil::server::raise_open_file_limit(),
+        "this test holds a socket per session"
+    );
     let sessions = env_or("PGVEIL_LOAD_SESSIONS", 1000);
     let plan = Plan {
         sessions,
