@@ -94,7 +94,7 @@ impl ServerState {
             password: config.backend_password()?,
         };
         let tls_acceptor = config.tls.as_ref().map(tls_acceptor).transpose()?;
-        wait_for_backend(&target, &admin_login).await?;
+        wait_for_backend(&target, &admin_login).await;
         let (control, policy) = match config.policy {
             Some(_) => {
                 let pool = control::admin_pool(&config)?;
@@ -245,10 +245,11 @@ impl ServerState {
     }
 }
 
-/// Waits until PostgreSQL accepts the administrator's login, retrying
+/// Waits until PostgreSQL answers the administrator's login, retrying
 /// unreachable or starting servers with growing pauses and a log line per
-/// attempt; other failures (a wrong password, a missing database) are final.
-async fn wait_for_backend(target: &BackendTarget, login: &Login) -> Result<(), ServerError> {
+/// attempt. Other failures (a wrong password, TLS refused) are logged and
+/// not waited for: sessions will get the same error.
+async fn wait_for_backend(target: &BackendTarget, login: &Login) {
     let mut delay = FIRST_RETRY;
     let mut attempt: u32 = 0;
     loop {
@@ -258,7 +259,7 @@ async fn wait_for_backend(target: &BackendTarget, login: &Login) -> Result<(), S
                 if attempt > 1 {
                     tracing::info!(attempt, "PostgreSQL answers");
                 }
-                return Ok(());
+                return;
             }
             Err(e) if is_transient(&e) => {
                 tracing::warn!(
@@ -272,7 +273,10 @@ async fn wait_for_backend(target: &BackendTarget, login: &Login) -> Result<(), S
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(MAX_RETRY);
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                tracing::error!(error = %e, "PostgreSQL refuses the administrator's login; sessions will fail until this is fixed");
+                return;
+            }
         }
     }
 }
