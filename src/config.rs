@@ -79,6 +79,9 @@ pub struct Config {
     /// The privacy log (optional; its `file` is relative to this file).
     #[serde(default)]
     pub audit: Option<crate::audit::AuditConfig>,
+    /// The admin HTTP endpoint: `/health` and `/metrics` (optional).
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
     /// The file this configuration was read from.
     #[serde(skip)]
     pub source: PathBuf,
@@ -140,6 +143,14 @@ pub struct TlsConfig {
     pub key: PathBuf,
 }
 
+/// Where the admin HTTP endpoint (`/health`, `/metrics`) listens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address of the admin endpoint, e.g. 127.0.0.1:9187.
+    pub listen: SocketAddr,
+}
+
 /// Backend connection pools: one per backend login role (view set).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -199,6 +210,10 @@ pub struct TimeoutConfig {
     /// A session idle for longer is closed (0 = never).
     #[serde(default)]
     pub idle_secs: u64,
+    /// On SIGTERM, sessions inside a transaction may finish it for this long
+    /// before they are cancelled and closed.
+    #[serde(default = "default_shutdown_secs")]
+    pub shutdown_secs: u64,
 }
 
 impl Default for TimeoutConfig {
@@ -207,6 +222,7 @@ impl Default for TimeoutConfig {
             startup_secs: default_startup_secs(),
             connect_secs: default_connect_secs(),
             idle_secs: 0,
+            shutdown_secs: default_shutdown_secs(),
         }
     }
 }
@@ -219,6 +235,10 @@ impl TimeoutConfig {
     /// The connect limit as a Duration.
     pub fn connect(&self) -> Duration {
         Duration::from_secs(self.connect_secs)
+    }
+    /// The grace period of a graceful shutdown.
+    pub fn shutdown(&self) -> Duration {
+        Duration::from_secs(self.shutdown_secs)
     }
     /// The idle limit, if any.
     pub fn idle(&self) -> Option<Duration> {
@@ -260,6 +280,9 @@ fn default_startup_secs() -> u64 {
 }
 fn default_connect_secs() -> u64 {
     10
+}
+fn default_shutdown_secs() -> u64 {
+    30
 }
 
 impl Config {
@@ -341,6 +364,18 @@ impl Config {
                 "pool.max_size must be at least 1".into(),
                 "set pool.max_size = 50 (or the most backend connections per role you want)",
             ));
+        }
+        if let Some(admin) = &self.admin {
+            if admin.listen == self.listen && admin.listen.port() != 0 {
+                return Err(at(
+                    "[admin]",
+                    format!(
+                        "admin.listen = {} is also the client listen address",
+                        admin.listen
+                    ),
+                    "give the admin endpoint a port of its own, e.g. listen = \"127.0.0.1:9187\"",
+                ));
+            }
         }
         let mut seen = std::collections::HashSet::new();
         for user in &self.users {
@@ -520,6 +555,42 @@ mod tests {
             .unwrap()
             .audit
             .is_none());
+    }
+
+    #[test]
+    fn admin_and_shutdown_settings() {
+        let c = Config::parse(MINIMAL, Path::new("p.toml")).unwrap();
+        assert!(c.admin.is_none());
+        assert_eq!(c.timeouts.shutdown(), Duration::from_secs(30));
+        let text = format!(
+            "{MINIMAL}[admin]\nlisten = \"127.0.0.1:9187\"\n[timeouts]\nshutdown_secs = 5\n"
+        );
+        let c = Config::parse(&text, Path::new("p.toml")).unwrap();
+        assert_eq!(c.admin.unwrap().listen.to_string(), "127.0.0.1:9187");
+        assert_eq!(c.timeouts.shutdown_secs, 5);
+    }
+
+    #[test]
+    fn admin_on_the_client_port_is_refused() {
+        let text =
+            format!("listen = \"127.0.0.1:7000\"\n{MINIMAL}[admin]\nlisten = \"127.0.0.1:7000\"\n");
+        let err = Config::parse(&text, Path::new("p.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("p.toml:5:1: admin.listen"), "{err}");
+        assert!(
+            err.contains("fix: give the admin endpoint a port of its own"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_admin_address_is_located() {
+        let text = format!("{MINIMAL}[admin]\nlisten = \"localhost\"\n");
+        let err = Config::parse(&text, Path::new("p.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("p.toml:5:10:"), "{err}");
     }
 
     #[test]

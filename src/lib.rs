@@ -5,6 +5,7 @@
 //! the privacy views of the session's view set, `backend` logs in to
 //! PostgreSQL. `policy` and `views` turn the TOML policy into DDL.
 
+pub mod admin;
 pub mod audit;
 pub mod backend;
 pub mod cluster;
@@ -17,5 +18,6 @@ pub mod protocol;
 pub mod rewrite;
 pub mod server;
 pub mod session;
+pub mod shutdown;
 pub mod subject;
 pub mod views;

@@ -11,7 +11,9 @@ use pgveil::config::Config;
 #[derive(Parser)]
 #[command(name = "pgveil", version, about)]
 struct Cli {
-    /// Log as JSON lines instead of text.
+    /// Log as JSON lines instead of text: one object per line, the event's
+    /// fields at the top level and the session's (session_id, user,
+    /// view_set, peer) under "span".
     #[arg(long, global = true)]
     log_json: bool,
     #[command(subcommand)]
@@ -240,7 +242,12 @@ fn init_logging(json: bool) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     if json {
-        builder.json().init();
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
     } else {
         builder.init();
     }
@@ -320,12 +327,24 @@ async fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
+/// Runs the proxy until SIGTERM or Ctrl-C, then shuts down gracefully. A
+/// signal while waiting for PostgreSQL at startup exits at once.
 async fn serve(path: PathBuf) -> anyhow::Result<()> {
     let config = Config::load(&path)?;
-    let server = pgveil::server::Server::bind(config).await?;
-    tracing::info!(addr = %server.local_addr()?, "pgveil listening");
+    if !pgveil::server::raise_open_file_limit() {
+        tracing::warn!("cannot raise the open-file limit; sessions are limited by `ulimit -n`");
+    }
+    let shutdown = shutdown_signal()?;
+    tokio::pin!(shutdown);
+    let server = tokio::select! {
+        server = pgveil::server::Server::bind(config) => server?,
+        () = &mut shutdown => return Ok(()),
+    };
+    let admin = server.admin_addr().map(|addr| addr.to_string());
+    tracing::info!(addr = %server.local_addr()?, admin = admin.as_deref(), "pgveil listening");
     tokio::spawn(reload_on_sighup(server.state()));
-    server.run(shutdown_signal()).await;
+    server.run(shutdown).await;
+    tracing::info!("pgveil stopped");
     Ok(())
 }
 
@@ -346,9 +365,18 @@ async fn reload_on_sighup(state: std::sync::Arc<pgveil::server::ServerState>) {
     }
 }
 
-async fn shutdown_signal() {
-    let _ = tokio::signal::ctrl_c().await;
-    tracing::info!("shutting down");
+/// Completes on the first SIGTERM or SIGINT (Ctrl-C).
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        let name = tokio::select! {
+            _ = terminate.recv() => "SIGTERM",
+            _ = interrupt.recv() => "SIGINT",
+        };
+        tracing::info!(signal = name, "shutdown requested");
+    })
 }
 
 /// Prints the report of `audit::verify`; fails unless the chain is intact.

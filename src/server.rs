@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -12,12 +13,19 @@ use tokio_rustls::TlsAcceptor;
 
 use arc_swap::ArcSwapOption;
 
+use crate::admin::{Metrics, Snapshot};
 use crate::audit::{self, AuditError, AuditHandle};
-use crate::backend::{BackendError, BackendTarget, Login, Pools};
+use crate::backend::{BackendConn, BackendError, BackendTarget, Login, Pools};
 use crate::config::{Config, ConfigError, TlsConfig};
 use crate::control::{self, ControlError, PolicyRuntime};
 use crate::protocol::messages::PgError;
 use crate::session::{self, CancelRegistry, Route};
+use crate::shutdown::Shutdown;
+
+/// The first wait before connecting to PostgreSQL again at startup.
+const FIRST_RETRY: Duration = Duration::from_millis(250);
+/// The longest wait between two startup attempts.
+const MAX_RETRY: Duration = Duration::from_secs(5);
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -64,11 +72,14 @@ pub struct ServerState {
     policy: ArcSwapOption<PolicyRuntime>,
     control: Option<deadpool_postgres::Pool>,
     audit: Option<AuditHandle>,
+    metrics: Metrics,
+    shutdown: Shutdown,
 }
 
 impl ServerState {
-    /// Builds the shared state from a configuration; with a policy, checks
-    /// that its views are installed.
+    /// Builds the shared state from a configuration once PostgreSQL accepts
+    /// the administrator's login (waiting for it with backoff); with a
+    /// policy, checks that its views are installed.
     pub async fn new(config: Config) -> Result<Self, ServerError> {
         let backend = &config.backend;
         let target = BackendTarget::new(
@@ -83,6 +94,7 @@ impl ServerState {
             password: config.backend_password()?,
         };
         let tls_acceptor = config.tls.as_ref().map(tls_acceptor).transpose()?;
+        wait_for_backend(&target, &admin_login).await;
         let (control, policy) = match config.policy {
             Some(_) => {
                 let pool = control::admin_pool(&config)?;
@@ -103,7 +115,49 @@ impl ServerState {
             admin_login,
             sessions: AtomicUsize::new(0),
             config,
+            metrics: Metrics::default(),
+            shutdown: Shutdown::default(),
         })
+    }
+
+    /// The live metrics sessions update.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The graceful-shutdown state sessions watch.
+    pub fn shutdown(&self) -> &Shutdown {
+        &self.shutdown
+    }
+
+    /// The values `/metrics` reads at scrape time.
+    pub fn metrics_snapshot(&self) -> Snapshot {
+        Snapshot {
+            connections: self.sessions.load(Ordering::Acquire),
+            cache: self
+                .policy
+                .load()
+                .as_ref()
+                .map(|runtime| runtime.rewriter.cache_stats()),
+            pools: self.pools.status(),
+        }
+    }
+
+    /// Why new sessions are refused right now, if they are.
+    pub fn refusing_sessions(&self) -> Option<String> {
+        if self.shutdown.is_draining() {
+            return Some("shutting down: new sessions are refused".into());
+        }
+        let open = self.sessions.load(Ordering::Acquire);
+        (open > self.config.max_sessions)
+            .then(|| format!("max_sessions reached: {open} sessions open"))
+    }
+
+    /// Logs in to PostgreSQL as the administrator on a new connection.
+    pub async fn probe_backend(&self) -> Result<(), BackendError> {
+        BackendConn::connect(self.pools.target(), &self.admin_login)
+            .await
+            .map(drop)
     }
 
     /// The privacy log, when `[audit]` is configured.
@@ -178,13 +232,80 @@ impl ServerState {
         Ok(())
     }
 
-    /// Refuses a session when `max_sessions` are already open.
+    /// Refuses a session when `max_sessions` are already open or the server
+    /// is shutting down.
     pub fn check_capacity(&self) -> Result<(), PgError> {
+        if self.shutdown.is_draining() {
+            return Err(crate::shutdown::admin_shutdown()
+                .with_hint("pgveil is shutting down; connect again once it is back"));
+        }
         if self.sessions.load(Ordering::Acquire) > self.config.max_sessions {
             return Err(PgError::fatal("53300", "sorry, too many clients already")
                 .with_hint("raise max_sessions in pgveil.toml or close idle sessions"));
         }
         Ok(())
+    }
+}
+
+/// Waits until PostgreSQL answers the administrator's login, retrying
+/// unreachable or starting servers with growing pauses and a log line per
+/// attempt. Other failures (a wrong password, TLS refused) are logged and
+/// not waited for: sessions will get the same error.
+async fn wait_for_backend(target: &BackendTarget, login: &Login) {
+    let mut delay = FIRST_RETRY;
+    let mut attempt: u32 = 0;
+    loop {
+        attempt += 1;
+        match BackendConn::connect(target, login).await {
+            Ok(_) => {
+                if attempt > 1 {
+                    tracing::info!(attempt, "PostgreSQL answers");
+                }
+                return;
+            }
+            Err(e) if is_transient(&e) => {
+                tracing::warn!(
+                    attempt,
+                    retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                    error = %e,
+                    "PostgreSQL at {}:{} is not reachable yet; retrying",
+                    target.host,
+                    target.port
+                );
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(MAX_RETRY);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "PostgreSQL refuses the administrator's login; sessions will fail until this is fixed");
+                return;
+            }
+        }
+    }
+}
+
+/// Failures that go away when PostgreSQL comes up: no connection, a
+/// timeout, a dropped connection, "the database system is starting up".
+fn is_transient(e: &BackendError) -> bool {
+    match e {
+        BackendError::Connect { .. } | BackendError::Timeout(_) | BackendError::Io(_) => true,
+        BackendError::Server(error) => error.code == "57P03",
+        _ => false,
+    }
+}
+
+/// Raises this process's soft limit of open files to its hard limit (every
+/// session holds two sockets); false when that failed.
+pub fn raise_open_file_limit() -> bool {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0
+        }
     }
 }
 
@@ -229,18 +350,27 @@ fn tls_acceptor(tls: &TlsConfig) -> Result<TlsAcceptor, ServerError> {
 /// A bound listener, ready to serve.
 pub struct Server {
     listener: TcpListener,
+    admin: Option<TcpListener>,
     state: Arc<ServerState>,
 }
 
 impl Server {
-    /// Validates the configuration and binds the listen address.
+    /// Validates the configuration, waits for PostgreSQL, and binds the
+    /// listen address (and the admin address, when configured).
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
         let addr = config.listen;
+        let admin_addr = config.admin.as_ref().map(|admin| admin.listen);
         let state = Arc::new(ServerState::new(config).await?);
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServerError::Bind { addr, source })?;
-        Ok(Server { listener, state })
+        let listener = bind(addr).await?;
+        let admin = match admin_addr {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
+        Ok(Server {
+            listener,
+            admin,
+            state,
+        })
     }
 
     /// The address actually bound (useful with port 0).
@@ -248,34 +378,69 @@ impl Server {
         self.listener.local_addr()
     }
 
+    /// The admin endpoint's address, when configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     /// The state shared by this server's sessions.
     pub fn state(&self) -> Arc<ServerState> {
         self.state.clone()
     }
 
-    /// Accepts connections until `shutdown` completes.
+    /// Accepts connections until `shutdown` completes, then drains the
+    /// open sessions (see [`crate::shutdown`]) and returns.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                accepted = self.listener.accept() => match accepted {
-                    Ok((tcp, peer)) => self.spawn_session(tcp, peer),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    }
-                },
-                () = &mut shutdown => return,
-            }
+        let Server {
+            listener,
+            admin,
+            state,
+        } = self;
+        let admin = admin.map(|l| tokio::spawn(crate::admin::serve(l, state.clone())));
+        accept_until(&listener, &state, shutdown).await;
+        drop(listener);
+        let open = || state.sessions.load(Ordering::Acquire);
+        state
+            .shutdown
+            .drain(open, state.config.timeouts.shutdown())
+            .await;
+        if let Some(admin) = admin {
+            admin.abort();
         }
     }
+}
 
-    fn spawn_session(&self, tcp: tokio::net::TcpStream, peer: SocketAddr) {
-        let state = self.state.clone();
-        state.sessions.fetch_add(1, Ordering::AcqRel);
-        tokio::spawn(async move {
-            session::run(state.clone(), tcp, peer).await;
-            state.sessions.fetch_sub(1, Ordering::AcqRel);
-        });
+async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })
+}
+
+async fn accept_until(
+    listener: &TcpListener,
+    state: &Arc<ServerState>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => spawn_session(state, tcp, peer),
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            () = &mut shutdown => return,
+        }
     }
+}
+
+fn spawn_session(state: &Arc<ServerState>, tcp: tokio::net::TcpStream, peer: SocketAddr) {
+    let state = state.clone();
+    state.sessions.fetch_add(1, Ordering::AcqRel);
+    tokio::spawn(async move {
+        session::run(state.clone(), tcp, peer).await;
+        state.sessions.fetch_sub(1, Ordering::AcqRel);
+    });
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use fallible_iterator::FallibleIterator;
+use futures::FutureExt;
 use postgres_protocol::authentication::md5_hash;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
 use postgres_protocol::message::backend::{ErrorResponseBody, Message};
@@ -284,19 +285,15 @@ impl BackendConn {
         result
     }
 
-    /// False when the server has closed the connection or sent something
-    /// unasked (such as a FATAL error when it shut down) while it was idle
-    /// in the pool. Costs no system call unless the socket became readable.
-    pub fn seems_alive(&mut self) -> bool {
+    /// True when an idle connection has been closed by the server or has
+    /// something unasked to say (PostgreSQL sends FATAL 57P01 and closes
+    /// its connections when it shuts down). Checks without waiting.
+    pub fn hung_up(&mut self) -> bool {
         if !self.read_buf.is_empty() {
-            return false;
+            return true;
         }
-        let tcp = match &self.stream {
-            Stream::Plain(tcp) => tcp,
-            Stream::Tls(tls) => tls.get_ref().0,
-        };
         let mut probe = [0u8; 1];
-        matches!(tcp.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        self.stream.read(&mut probe).now_or_never().is_some()
     }
 
     async fn read_message(&mut self) -> Result<Message, BackendError> {

@@ -4,7 +4,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use deadpool::managed::{self, Metrics, Object, Pool, PoolError, RecycleError, RecycleResult};
+use deadpool::managed::{
+    self, Metrics, Object, Pool, PoolError, RecycleError, RecycleResult, Status,
+};
 use deadpool::Runtime;
 
 use super::{BackendConn, BackendError, BackendTarget, Login};
@@ -27,8 +29,10 @@ impl managed::Manager for Manager {
         if conn.broken {
             return Err(RecycleError::message("connection marked broken"));
         }
-        if !conn.seems_alive() {
-            return Err(RecycleError::message("connection closed by the server"));
+        if conn.hung_up() {
+            return Err(RecycleError::message(
+                "connection closed by PostgreSQL while idle",
+            ));
         }
         Ok(())
     }
@@ -91,12 +95,35 @@ impl Pools {
         })
     }
 
-    /// Returns a connection after use: reset and pooled when `reusable`,
+    /// The state of each login role's pool, by role name.
+    pub fn status(&self) -> Vec<(String, Status)> {
+        let pools = self
+            .pools
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        pools
+            .iter()
+            .map(|(login, pool)| (login.user.clone(), pool.status()))
+            .collect()
+    }
+
+    /// Where the pools connect to.
+    pub fn target(&self) -> &BackendTarget {
+        &self.target
+    }
+
+    /// Returns a connection after use: reset (within the connect timeout)
+    /// and pooled when `reusable`,
     /// closed otherwise. (Transaction pooling hands a caught-up connection
     /// back by dropping it, without a reset.)
-    pub async fn release(mut conn: PooledConn, reusable: bool) {
-        if reusable && !conn.broken && conn.reset().await.is_ok() {
-            return;
+    pub async fn release(&self, mut conn: PooledConn, reusable: bool) {
+        if reusable && !conn.broken {
+            // a backend that stops answering must not hold the session forever
+            let limit = self.target.connect_timeout;
+            let reset = tokio::time::timeout(limit, conn.reset()).await;
+            if matches!(reset, Ok(Ok(()))) {
+                return;
+            }
         }
         drop(Object::take(conn));
     }

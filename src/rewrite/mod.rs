@@ -94,6 +94,15 @@ use shape::{Shape, Template};
 
 pub use refusal::{INSUFFICIENT_PRIVILEGE, NOT_SUPPORTED};
 
+/// How many rewrites the cache answered, and how many it did not.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Rewrites answered from the cache.
+    pub hits: u64,
+    /// Rewrites that had to analyse the statement.
+    pub misses: u64,
+}
+
 /// Why a statement was refused; becomes an ErrorResponse at the protocol edge.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
@@ -171,12 +180,13 @@ impl Rewriter {
         verdict.unwrap_or_else(|| self.analyse_and_learn(target, sql))
     }
 
-    /// Cache lookups answered, and those that needed an analysis.
-    pub fn cache_hits_and_misses(&self) -> (u64, u64) {
-        (
-            self.hits.load(Ordering::Relaxed),
-            self.misses.load(Ordering::Relaxed),
-        )
+    /// Hits and misses of the decision cache since this rewriter was built
+    /// (a statement whose shape was cached counts as a hit).
+    pub fn cache_stats(&self) -> CacheStats {
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+        }
     }
 
     fn cached(&self, target: &Target, sql: &str) -> Option<Verdict> {

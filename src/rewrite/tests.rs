@@ -792,5 +792,5 @@ fn shape_hits_are_counted_as_cache_hits() {
             ))
         );
     }
-    assert_eq!(rw.cache_hits_and_misses(), (9, 1));
+    assert_eq!(rw.cache_stats(), CacheStats { hits: 9, misses: 1 });
 }

@@ -12,10 +12,12 @@ mod statements;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tracing::Instrument;
 
 pub use cancel::{CancelRegistry, CancelSlot};
 pub use relay::End;
@@ -23,7 +25,7 @@ pub use route::Route;
 
 use crate::audit::{new_session_id, AuditEvent, SessionInfo};
 use crate::backend::memory::Settings;
-use crate::backend::{BackendError, PooledConn, Pools};
+use crate::backend::{BackendError, PooledConn};
 use crate::config::PoolMode;
 use crate::protocol::messages::{self, PgError};
 use crate::protocol::startup::{parse_options, Startup};
@@ -82,10 +84,41 @@ impl SessionError {
             SessionError::Io(_) | SessionError::Silent(_) => None,
         }
     }
+
+    /// Why the session was refused, as a metrics label.
+    fn refusal_reason(&self) -> &'static str {
+        match self {
+            SessionError::AuthFailed(_) => "auth_failed",
+            SessionError::Backend(BackendError::PoolExhausted) => "pool_exhausted",
+            SessionError::Backend(_) => "backend_unavailable",
+            SessionError::Client(e) => match e.code.as_str() {
+                "53300" => "too_many_sessions",
+                "57P01" => "shutting_down",
+                "3D000" => "unknown_database",
+                "28000" | "42501" => "not_allowed",
+                _ => "bad_request",
+            },
+            SessionError::Io(_) | SessionError::Silent(_) => "connection_lost",
+            SessionError::BackendLost(_) => "backend_unavailable",
+        }
+    }
 }
 
-/// Runs one client connection to its end.
+/// Runs one client connection to its end, inside a `session` tracing span
+/// (session_id, peer, and once known user and view_set).
 pub async fn run(state: Arc<ServerState>, tcp: TcpStream, peer: SocketAddr) {
+    let session_id = new_session_id();
+    let span = tracing::info_span!(
+        "session",
+        session_id = %session_id,
+        %peer,
+        user = tracing::field::Empty,
+        view_set = tracing::field::Empty,
+    );
+    serve(state, tcp, peer, session_id).instrument(span).await
+}
+
+async fn serve(state: Arc<ServerState>, tcp: TcpStream, peer: SocketAddr, session_id: String) {
     let _ = tcp.set_nodelay(true);
     let startup_limit = state.config.timeouts.startup();
     let started = tokio::time::timeout(startup_limit, start(&state, tcp)).await;
@@ -99,20 +132,23 @@ pub async fn run(state: Arc<ServerState>, tcp: TcpStream, peer: SocketAddr) {
         Ok(Ok(Some(ready))) => ready,
         Ok(Ok(None)) => return,
         Ok(Err((stream, user, e))) => {
-            log_login_failure(&state, user, &e, peer);
+            count_refusal(&state, &e);
+            log_login_failure(&state, user, &e, peer, &session_id);
             return report_startup_failure(stream, e, peer).await;
         }
         Err(_) => {
-            tracing::info!(%peer, "startup timed out");
+            state.metrics().session_refused("startup_timeout");
+            tracing::info!("startup timed out");
             return;
         }
     };
-    tracing::debug!(%peer, user = %route.user, view_set = %route.view_set, "session started");
+    tracing::info!("session started");
+    let opened = Instant::now();
     let (client_key, cancel) = state.cancels.register();
     let log = state.audit().map(|handle| {
         StatementLog::new(
             handle.clone(),
-            Arc::new(session_info(&route, peer, application_name)),
+            Arc::new(session_info(&route, peer, application_name, session_id)),
         )
     });
     let conn = match route.pool_mode {
@@ -128,6 +164,8 @@ pub async fn run(state: Arc<ServerState>, tcp: TcpStream, peer: SocketAddr) {
         route: &route,
         log: log.as_ref(),
         cancel: &cancel,
+        metrics: state.metrics().session(&route.view_set),
+        shutdown: state.shutdown(),
         max_message_bytes: state.config.max_message_bytes,
         idle_timeout: state.config.timeouts.idle(),
     };
@@ -137,13 +175,17 @@ pub async fn run(state: Arc<ServerState>, tcp: TcpStream, peer: SocketAddr) {
     let (end, conn, clean) = Relay::new(shared, stream, conn, settings)
         .run(&greeting)
         .await;
-    tracing::debug!(%peer, user = %route.user, ?end, "session ended");
+    tracing::info!(
+        ?end,
+        duration_ms = u64::try_from(opened.elapsed().as_millis()).unwrap_or(u64::MAX),
+        "session ended"
+    );
     state.cancels.unregister(client_key);
     if let Some(conn) = conn {
         if !clean && !conn.broken {
             crate::backend::send_cancel(&conn.cancel_key).await;
         }
-        Pools::release(conn, clean).await;
+        state.pools.release(conn, clean).await;
     }
 }
 
@@ -184,10 +226,23 @@ async fn start(state: &ServerState, tcp: TcpStream) -> Result<Option<Started>, F
     }
 }
 
+/// Counts a connection that ended before its session started.
+fn count_refusal(state: &ServerState, error: &SessionError) {
+    state.metrics().session_refused(error.refusal_reason());
+    if matches!(error, SessionError::AuthFailed(_)) {
+        state.metrics().login_failed();
+    }
+}
+
 /// The facts every privacy-log record of this session repeats.
-fn session_info(route: &Route, peer: SocketAddr, application_name: Option<String>) -> SessionInfo {
+fn session_info(
+    route: &Route,
+    peer: SocketAddr,
+    application_name: Option<String>,
+    session_id: String,
+) -> SessionInfo {
     SessionInfo {
-        session_id: new_session_id(),
+        session_id,
         user: route.user.clone(),
         role: Some(route.login.user.clone()),
         view_set: Some(route.view_set.clone()),
@@ -203,12 +258,13 @@ fn log_login_failure(
     user: Option<String>,
     error: &SessionError,
     peer: SocketAddr,
+    session_id: &str,
 ) {
     let (Some(handle), SessionError::AuthFailed(pg_error)) = (state.audit(), error) else {
         return;
     };
     let session = SessionInfo {
-        session_id: new_session_id(),
+        session_id: session_id.to_owned(),
         user: user.unwrap_or_default(),
         client_addr: Some(peer),
         ..SessionInfo::default()
@@ -234,6 +290,7 @@ async fn establish(
                 "no PostgreSQL user name specified in startup packet",
             ))
         })?;
+    tracing::Span::current().record("user", user);
     check_database(state, startup.param("database").unwrap_or(user))?;
     if startup
         .param("replication")
@@ -253,6 +310,7 @@ async fn establish(
     let route = state
         .route(user, requested_view)
         .map_err(SessionError::Client)?;
+    tracing::Span::current().record("view_set", route.view_set.as_str());
     check_settings(&route, &settings)?;
     let settings = Arc::new(Settings {
         startup: settings
@@ -383,7 +441,7 @@ async fn acquire(
                 return Ok(conn);
             }
             Err(BackendError::Server(e)) => {
-                Pools::release(conn, true).await;
+                state.pools.release(conn, true).await;
                 return Err(SessionError::Client(PgError {
                     severity: messages::Severity::Fatal,
                     ..e
@@ -391,7 +449,7 @@ async fn acquire(
             }
             Err(e) => {
                 conn.broken = true;
-                Pools::release(conn, false).await;
+                state.pools.release(conn, false).await;
                 last_error = Some(e);
             }
         }
@@ -406,6 +464,7 @@ async fn report_startup_failure(stream: Option<Stream>, error: SessionError, pee
     match &error {
         SessionError::AuthFailed(_) => tracing::warn!(%peer, "{error}"),
         SessionError::Io(_) | SessionError::Silent(_) => tracing::debug!(%peer, "{error}"),
+        SessionError::Backend(e) => tracing::warn!(error = %e, "session refused: backend error"),
         _ => tracing::info!(%peer, "session refused: {error}"),
     }
     if let (Some(mut stream), Some(pg_error)) = (stream, error.client_error()) {

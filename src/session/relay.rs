@@ -41,6 +41,7 @@ use super::replies::{Action, Entry, Expect, Outcome, Replies, Then};
 use super::route::Route;
 use super::statements::{split_bind, split_target, Body, ClientStatements};
 use super::SessionError;
+use crate::admin::{SessionMetrics, StatementVerdict};
 use crate::audit::{rows_from_command_complete, AuditVerdict};
 use crate::backend::memory::Settings;
 use crate::backend::{BackendConn, PooledConn, Pools};
@@ -51,6 +52,7 @@ use crate::protocol::stream::Stream;
 use crate::protocol::ProtocolError;
 use crate::rewrite::effects::{self, Effect};
 use crate::rewrite::{Refusal, Verdict};
+use crate::shutdown::{admin_shutdown, Shutdown, Watch};
 
 /// Read buffers start this large and grow with the messages.
 const READ_CHUNK: usize = 8 * 1024;
@@ -95,6 +97,10 @@ pub struct Shared<'a> {
     pub log: Option<&'a StatementLog>,
     /// The slot the session's cancel key points to.
     pub cancel: &'a CancelSlot,
+    /// The session's share of the metrics.
+    pub metrics: SessionMetrics,
+    /// The server's graceful shutdown.
+    pub shutdown: &'a Shutdown,
     /// The largest message a client may send.
     pub max_message_bytes: usize,
     /// Close the session after this long idle.
@@ -120,6 +126,8 @@ pub struct Relay<'a> {
     backend_fatal: bool,
     client_flush: bool,
     backend_flush: bool,
+    shutdown: Watch,
+    draining: bool,
 }
 
 enum Event {
@@ -128,6 +136,8 @@ enum Event {
     ClientGone,
     BackendGone(String),
     Idle,
+    Draining,
+    Forced,
 }
 
 impl<'a> Relay<'a> {
@@ -142,6 +152,7 @@ impl<'a> Relay<'a> {
     ) -> Self {
         cx.cancel.set(conn.as_ref().map(|c| c.cancel_key.clone()));
         let max = cx.max_message_bytes;
+        let shutdown = cx.shutdown.watch();
         Relay {
             cx,
             client,
@@ -160,6 +171,8 @@ impl<'a> Relay<'a> {
             backend_fatal: false,
             client_flush: false,
             backend_flush: false,
+            shutdown,
+            draining: false,
         }
     }
 
@@ -189,13 +202,32 @@ impl<'a> Relay<'a> {
                     "57P05",
                     "terminating connection due to idle-session timeout",
                 ))),
+                Event::Draining => {
+                    self.draining = true;
+                    Ok(None)
+                }
+                Event::Forced => Err(self.shut_down()),
             };
             match step {
+                Ok(None) if self.draining && self.idle() => return self.fail(self.shut_down()),
                 Ok(None) => self.release_if_idle(),
                 Ok(Some(end)) => return end,
                 Err(e) => return self.fail(e),
             }
         }
+    }
+
+    /// The end of a session because pgveil is shutting down.
+    fn shut_down(&self) -> SessionError {
+        tracing::info!("ending the session: pgveil is shutting down");
+        SessionError::Client(admin_shutdown())
+    }
+
+    /// Nothing is owed, nothing half-sent, no transaction open.
+    fn idle(&self) -> bool {
+        self.replies.caught_up()
+            && self.client_scan.at_boundary()
+            && self.conn.as_ref().is_none_or(|c| c.status == b'I')
     }
 
     /// Ends the session on an error: tells the client when there is
@@ -240,7 +272,11 @@ impl<'a> Relay<'a> {
             }
         }
         self.cx.cancel.set(None);
-        let clean = matches!(end, End::Terminated | End::Closed) && self.replies.caught_up();
+        // a client that left in the middle of a message passed on leaves the
+        // backend waiting for the rest: that connection is not reusable
+        let clean = matches!(end, End::Terminated | End::Closed)
+            && self.replies.caught_up()
+            && self.client_scan.at_boundary();
         (end, self.conn.take(), clean)
     }
 
@@ -256,7 +292,7 @@ impl<'a> Relay<'a> {
         .await
     }
 
-    /// A session is idle when it owes and is owed nothing.
+    /// When an idle session times out, if it is idle and has a limit.
     fn idle_deadline(&self) -> Option<Instant> {
         let limit = self.cx.idle_timeout?;
         let idle = self.replies.caught_up() && self.client_scan.at_boundary();
@@ -309,6 +345,13 @@ impl<'a> Relay<'a> {
             if sleep.poll(cx).is_ready() {
                 return Poll::Ready(Event::Idle);
             }
+        }
+        if !self.draining {
+            if self.shutdown.poll_draining(cx).is_ready() {
+                return Poll::Ready(Event::Draining);
+            }
+        } else if self.shutdown.poll_forced(cx).is_ready() {
+            return Poll::Ready(Event::Forced);
         }
         Poll::Pending
     }
@@ -402,6 +445,7 @@ impl<'a> Relay<'a> {
         }
         self.forget_unnamed();
         self.replies.push(Entry::client(Expect::Query).then(then));
+        self.cx.metrics.request_sent();
         Ok(())
     }
 
@@ -451,6 +495,7 @@ impl<'a> Relay<'a> {
         messages::encode_query(&stand_in, &mut self.to_backend);
         self.forget_unnamed();
         self.replies.push(Entry::refused(Expect::Query, error));
+        self.cx.metrics.request_sent();
         Ok(())
     }
 
@@ -679,10 +724,13 @@ impl<'a> Relay<'a> {
             messages::ready_for_query(b'I', &mut ready);
             self.replies
                 .push(Entry::client(Expect::Synthetic(ready.freeze())));
+            self.cx.metrics.request_sent();
             return Ok(());
         }
         self.forward(frame).await?;
-        self.replies.client_sync();
+        if self.replies.client_sync() {
+            self.cx.metrics.request_sent();
+        }
         Ok(())
     }
 
@@ -744,10 +792,16 @@ impl<'a> Relay<'a> {
     /// The verdict on one statement text: the route's, or a refusal when a
     /// required privacy log cannot take its record.
     fn decide(&self, sql: &str) -> Verdict {
-        match unadmitted(self.cx.log) {
+        let verdict = match unadmitted(self.cx.log) {
             Some(refusal) => Verdict::Refused(refusal),
             None => self.cx.route.rewrite(sql),
+        };
+        match &verdict {
+            Verdict::Forward => self.cx.metrics.statement(StatementVerdict::Forwarded),
+            Verdict::Rewritten(_) => self.cx.metrics.statement(StatementVerdict::Rewritten),
+            Verdict::Refused(_) => {} // counted by `refuse`
         }
+        verdict
     }
 
     /// Logs a refusal and returns the stand-in statement to send instead.
@@ -758,6 +812,8 @@ impl<'a> Relay<'a> {
         sql: &str,
         error: &PgError,
     ) -> String {
+        self.cx.metrics.statement(StatementVerdict::Refused);
+        tracing::info!(sqlstate = %error.code, reason = %error.message, "statement refused");
         if let Some(log) = self.cx.log {
             log.refused(request, name, sql, &error.message, &error.code);
         }
@@ -812,12 +868,12 @@ impl<'a> Relay<'a> {
         match self.replies.on_message(tag, frame, &mut outcomes) {
             Action::Forward => {
                 self.to_client.extend_from_slice(frame);
-                note_reply(self.cx.log, tag, frame);
+                delivered(&self.cx.metrics, self.cx.log, tag, frame);
             }
             Action::Replace(error) => {
                 let at = self.to_client.len();
                 error.encode(&mut self.to_client);
-                note_reply(self.cx.log, tag, &self.to_client[at..]);
+                delivered(&self.cx.metrics, self.cx.log, tag, &self.to_client[at..]);
             }
             Action::Swallow => {}
         }
@@ -871,9 +927,9 @@ impl<'a> Relay<'a> {
 
     /// Sends pgveil's own answers that have reached the front of the queue.
     fn deliver_synthetic(&mut self) {
-        let log = self.cx.log;
+        let (metrics, log) = (&self.cx.metrics, self.cx.log);
         self.replies.drain_synthetic(&mut self.to_client, |bytes| {
-            note_reply(log, bytes[0], bytes)
+            delivered(metrics, log, bytes[0], bytes)
         });
     }
 
@@ -979,8 +1035,12 @@ fn unadmitted(log: Option<&StatementLog>) -> Option<Refusal> {
     })
 }
 
-/// Tells the privacy log about one reply delivered to the client.
-fn note_reply(log: Option<&StatementLog>, tag: u8, frame: &[u8]) {
+/// Tells the metrics and the privacy log about one reply delivered to the
+/// client.
+fn delivered(metrics: &SessionMetrics, log: Option<&StatementLog>, tag: u8, frame: &[u8]) {
+    if tag == tag::READY_FOR_QUERY {
+        metrics.ready();
+    }
     let Some(log) = log else {
         return;
     };

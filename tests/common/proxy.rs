@@ -26,6 +26,8 @@ pub struct Proxy {
     pub dir: PathBuf,
     /// The server's shared state (e.g. to flush its privacy log).
     pub state: Arc<ServerState>,
+    /// Where its admin endpoint listens, when `[admin]` is configured.
+    pub admin: Option<SocketAddr>,
 }
 
 impl Proxy {
@@ -88,6 +90,24 @@ pub fn start_with_backend_tls(
     options: ProxyOptions,
     tls: &str,
 ) -> Proxy {
+    let path = write_config(database, users, &options, tls);
+    let config = Config::load(&path).unwrap_or_else(|e| panic!("test config invalid: {e}"));
+    let (addr, admin, state) = serve(config);
+    Proxy {
+        state,
+        admin,
+        password: USER_PASSWORD.to_owned(),
+        addr,
+        database: database.to_owned(),
+        users: users.iter().map(|u| (*u).to_owned()).collect(),
+        dir: path.parent().expect("config dir").to_owned(),
+    }
+}
+
+/// Writes `pgveil.toml` (listening on a free port) and the backend password
+/// into a new directory, for a proxy in front of `database` with users
+/// `users` (all with [`USER_PASSWORD`]); returns the configuration's path.
+pub fn write_config(database: &str, users: &[&str], options: &ProxyOptions, tls: &str) -> PathBuf {
     let cluster = options.cluster.unwrap_or_else(super::cluster);
     let dir = tempfile::tempdir().expect("temp dir").keep();
     std::fs::write(dir.join("backend.pw"), cluster.password()).expect("write password");
@@ -108,16 +128,7 @@ pub fn start_with_backend_tls(
     }
     let path = dir.join("pgveil.toml");
     std::fs::write(&path, &toml).expect("write config");
-    let config = Config::load(&path).unwrap_or_else(|e| panic!("test config invalid: {e}\n{toml}"));
-    let (addr, state) = serve(config);
-    Proxy {
-        state,
-        password: USER_PASSWORD.to_owned(),
-        addr,
-        database: database.to_owned(),
-        users: users.iter().map(|u| (*u).to_owned()).collect(),
-        dir,
-    }
+    path
 }
 
 /// A proxy in front of a fresh database holding the example CRM
@@ -133,6 +144,15 @@ pub async fn start_crm_with(
     customers: u64,
     audit: Option<pgveil::audit::AuditConfig>,
 ) -> Proxy {
+    start_crm_configured(prefix, customers, |config| config.audit = audit).await
+}
+
+/// Like [`start_crm`], with the configuration changed by `configure`.
+pub async fn start_crm_configured(
+    prefix: &str,
+    customers: u64,
+    configure: impl FnOnce(&mut Config),
+) -> Proxy {
     let database = super::fresh_database(prefix).await;
     let dir = tempfile::tempdir().expect("temp dir").keep();
     let setup = pgveil::demo::Setup {
@@ -147,11 +167,12 @@ pub async fn start_crm_with(
         .await
         .unwrap_or_else(|e| panic!("cannot prepare the CRM: {e}"));
     let mut config = config;
-    config.audit = audit;
+    configure(&mut config);
     let users = config.users.iter().map(|u| u.name.clone()).collect();
-    let (addr, state) = serve(config);
+    let (addr, admin, state) = serve(config);
     Proxy {
         state,
+        admin,
         password: pgveil::demo::DEMO_PASSWORD.to_owned(),
         addr,
         database,
@@ -172,8 +193,8 @@ pub fn suite_pool_mode() -> PoolMode {
 }
 
 /// Runs a server for `config` on its own runtime thread; returns its
-/// address and state.
-fn serve(mut config: Config) -> (SocketAddr, Arc<ServerState>) {
+/// address, its admin endpoint's address and its state.
+fn serve(mut config: Config) -> (SocketAddr, Option<SocketAddr>, Arc<ServerState>) {
     config.pool.mode = suite_pool_mode();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -184,7 +205,8 @@ fn serve(mut config: Config) -> (SocketAddr, Arc<ServerState>) {
             .expect("runtime");
         runtime.block_on(async move {
             let server = Server::bind(config).await.expect("bind proxy");
-            tx.send((server.local_addr().expect("local addr"), server.state()))
+            let addr = server.local_addr().expect("local addr");
+            tx.send((addr, server.admin_addr(), server.state()))
                 .expect("send addr");
             server.run(std::future::pending()).await;
         });
