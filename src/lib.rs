@@ -6,6 +6,7 @@
 //! PostgreSQL. `policy` and `views` turn the TOML policy into DDL.
 
 pub mod audit;
+pub mod auth;
 pub mod backend;
 pub mod cluster;
 pub mod config;

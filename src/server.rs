@@ -13,6 +13,7 @@ use tokio_rustls::TlsAcceptor;
 use arc_swap::ArcSwapOption;
 
 use crate::audit::{self, AuditError, AuditHandle};
+use crate::auth::LoginLimiter;
 use crate::backend::{BackendError, BackendTarget, Login, Pools};
 use crate::config::{Config, ConfigError, TlsConfig};
 use crate::control::{self, ControlError, PolicyRuntime};
@@ -59,6 +60,8 @@ pub struct ServerState {
     pub tls_acceptor: Option<TlsAcceptor>,
     /// Seed of decoy SCRAM verifiers for unknown users.
     pub decoy_seed: [u8; 32],
+    /// Failed-login limits per client address and user name.
+    pub logins: LoginLimiter,
     admin_login: Login,
     sessions: AtomicUsize,
     policy: ArcSwapOption<PolicyRuntime>,
@@ -100,6 +103,7 @@ impl ServerState {
             cancels: CancelRegistry::default(),
             tls_acceptor,
             decoy_seed: rand::random(),
+            logins: LoginLimiter::new(&config.auth),
             admin_login,
             sessions: AtomicUsize::new(0),
             config,
