@@ -72,3 +72,4 @@ pub async fn fresh_database_in(cluster: &Cluster, prefix: &str) -> String {
 }
 pub mod base_tables;
 pub mod proxy;
+pub mod raw;
