@@ -15,6 +15,7 @@ use crate::protocol::messages::{self, PgError};
 use crate::protocol::scram::{split_sasl_initial, Exchange, ScramError, Verifier};
 use crate::protocol::startup::{read_startup_packet, Startup, StartupPacket, MAX_STARTUP_LEN};
 use crate::protocol::stream::Stream;
+use crate::protocol::ProtocolError;
 
 /// What the opening of a connection asked for.
 pub enum Opening {
@@ -29,7 +30,11 @@ pub enum Opening {
 pub async fn open(state: &ServerState, tcp: TcpStream) -> Result<Opening, SessionError> {
     let mut stream = Stream::Plain(tcp);
     loop {
-        match read_startup_packet(&mut stream).await? {
+        let packet = match read_startup_packet(&mut stream).await {
+            Ok(packet) => packet,
+            Err(e) => return Err(refuse_opening(&mut stream, e).await),
+        };
+        match packet {
             StartupPacket::SslRequest => stream = answer_ssl_request(state, stream).await?,
             StartupPacket::GssEncRequest => stream.write_all(b"N").await?,
             StartupPacket::Cancel { pid, secret } => {
@@ -39,6 +44,20 @@ pub async fn open(state: &ServerState, tcp: TcpStream) -> Result<Opening, Sessio
             StartupPacket::Startup(startup) => return Ok(Opening::Session(stream, startup)),
         }
     }
+}
+
+/// Tells a client whose opening packet is unusable (e.g. a regular message
+/// sent before any startup packet) why, with FATAL 08P01, as far as the
+/// connection still works; the error is returned for the log.
+async fn refuse_opening(stream: &mut Stream, e: ProtocolError) -> SessionError {
+    let error = SessionError::from_client_protocol(e);
+    if let SessionError::Client(pg_error) = &error {
+        let mut out = BytesMut::new();
+        pg_error.encode(&mut out);
+        let _ = stream.write_all(&out).await;
+        let _ = stream.shutdown().await;
+    }
+    error
 }
 
 async fn answer_ssl_request(state: &ServerState, stream: Stream) -> Result<Stream, SessionError> {

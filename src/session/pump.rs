@@ -207,10 +207,23 @@ pub async fn client_to_backend(
                 inbuf.reserve(at_least.saturating_sub(inbuf.len()).max(READ_CHUNK));
                 let idle = idle_timeout.filter(|_| tracker.caught_up() && scanner.at_boundary());
                 if read_client(client, &mut inbuf, idle).await? == 0 {
-                    return Ok(ClientEnd::Closed);
+                    return closed(&scanner);
                 }
             }
         }
+    }
+}
+
+/// The end of a client that closed its connection: clean between
+/// messages; in the middle of one that was partly passed on, the backend
+/// connection is left waiting for the rest and must not be pooled again.
+fn closed(scanner: &Scanner) -> Result<ClientEnd, SessionError> {
+    if scanner.at_boundary() {
+        Ok(ClientEnd::Closed)
+    } else {
+        Err(SessionError::Silent(
+            "client closed the connection in the middle of a message".into(),
+        ))
     }
 }
 

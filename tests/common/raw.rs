@@ -226,6 +226,18 @@ impl Raw {
     }
 }
 
+/// The errors among whole backend messages in `bytes`.
+pub fn errors_in(bytes: &[u8]) -> Vec<Reported> {
+    let mut buf = BytesMut::from(bytes);
+    let mut errors = Vec::new();
+    while let Some(m) = Message::parse(&mut buf).expect("parse") {
+        if let Message::ErrorResponse(body) = m {
+            errors.push(Reported::from_body(&body));
+        }
+    }
+    errors
+}
+
 /// A frame: tag, length, body.
 pub fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
     let mut v = vec![tag];
