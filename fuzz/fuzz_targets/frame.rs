@@ -33,7 +33,11 @@ fuzz_target!(|data: &[u8]| {
                 buf.drain(..n);
             }
             Ok(Step::Whole { tag, len }) => {
-                assert!(len >= 5 && len <= buf.len(), "Whole({len}) of {}", buf.len());
+                assert!(
+                    len >= 5 && len <= buf.len(),
+                    "Whole({len}) of {}",
+                    buf.len()
+                );
                 let frame: Vec<u8> = buf.drain(..len).collect();
                 assert_eq!(frame[0], tag);
                 match tag {
@@ -43,7 +47,11 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             Ok(Step::NeedMore { at_least }) => {
-                assert!(at_least > buf.len(), "NeedMore({at_least}) of {}", buf.len());
+                assert!(
+                    at_least > buf.len(),
+                    "NeedMore({at_least}) of {}",
+                    buf.len()
+                );
                 if fed == stream.len() {
                     return;
                 }

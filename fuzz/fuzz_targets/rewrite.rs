@@ -60,7 +60,11 @@ fuzz_target!(|data: &[u8]| {
     let input_parses = Parser::parse_sql(&PostgreSqlDialect {}, sql).is_ok();
     for target in targets() {
         let verdict = rewriter.rewrite(&target, sql);
-        assert_eq!(rewriter.rewrite(&target, sql), verdict, "cache changed the verdict");
+        assert_eq!(
+            rewriter.rewrite(&target, sql),
+            verdict,
+            "cache changed the verdict"
+        );
         let Verdict::Rewritten(out) = verdict else {
             continue;
         };
