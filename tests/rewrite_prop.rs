@@ -168,23 +168,33 @@ fn statement() -> impl Strategy<Value = String> {
     ]
 }
 
+/// The property for one statement the rewriter must rewrite.
+fn check_rewrite(sql: &str) -> Result<(), TestCaseError> {
+    let ex = example();
+    let rewriter = Rewriter::new(
+        ex.tables
+            .iter()
+            .map(|t| (ex.schema.clone(), t.name.clone())),
+        64,
+    );
+    let out = match rewriter.rewrite(&standard(), sql) {
+        Verdict::Rewritten(s) => s,
+        other => return Err(TestCaseError::fail(format!("{sql}: {other:?}"))),
+    };
+    let named = base_tables_named(&out, &table_names(), &ex.schema).map_err(TestCaseError::fail)?;
+    prop_assert!(
+        named.is_empty(),
+        "{sql}\n=> {out}\nnames base tables {named:?}"
+    );
+    prop_assert_eq!(rewriter.rewrite(&standard(), &out), Verdict::Forward);
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
     #[test]
     fn rewritten_statements_name_only_views(sql in statement()) {
-        let ex = example();
-        let rewriter = Rewriter::new(
-            ex.tables.iter().map(|t| (ex.schema.clone(), t.name.clone())),
-            64,
-        );
-        let out = match rewriter.rewrite(&standard(), &sql) {
-            Verdict::Rewritten(s) => s,
-            other => return Err(TestCaseError::fail(format!("{sql}: {other:?}"))),
-        };
-        let named = base_tables_named(&out, &table_names(), &ex.schema)
-            .map_err(TestCaseError::fail)?;
-        prop_assert!(named.is_empty(), "{sql}\n=> {out}\nnames base tables {named:?}");
-        prop_assert_eq!(rewriter.rewrite(&standard(), &out), Verdict::Forward);
+        check_rewrite(&sql)?;
     }
 }
 
