@@ -73,6 +73,9 @@ pub struct Config {
     /// Time limits.
     #[serde(default)]
     pub timeouts: TimeoutConfig,
+    /// Limits on failed logins.
+    #[serde(default)]
+    pub auth: AuthConfig,
     /// Users allowed to log in to the proxy.
     #[serde(default)]
     pub users: Vec<UserConfig>,
@@ -246,6 +249,37 @@ impl TimeoutConfig {
     }
 }
 
+/// Limits on failed logins (see `crate::auth::ratelimit`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Failed logins from one client address within `window_secs` that
+    /// lock the address out for `lockout_secs` (0 = no limit).
+    #[serde(default = "default_max_failures")]
+    pub max_failures: u32,
+    /// Failed logins for one user name, from any address, within
+    /// `window_secs` that throttle the name for `lockout_secs` (0 = no limit).
+    #[serde(default = "default_max_user_failures")]
+    pub max_user_failures: u32,
+    /// The sliding window failures are counted in, in seconds.
+    #[serde(default = "default_auth_window_secs")]
+    pub window_secs: u64,
+    /// How long a lockout lasts, in seconds.
+    #[serde(default = "default_lockout_secs")]
+    pub lockout_secs: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            max_failures: default_max_failures(),
+            max_user_failures: default_max_user_failures(),
+            window_secs: default_auth_window_secs(),
+            lockout_secs: default_lockout_secs(),
+        }
+    }
+}
+
 /// One user who may log in to the proxy.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -283,6 +317,18 @@ fn default_connect_secs() -> u64 {
 }
 fn default_shutdown_secs() -> u64 {
     30
+}
+fn default_max_failures() -> u32 {
+    10
+}
+fn default_max_user_failures() -> u32 {
+    30
+}
+fn default_auth_window_secs() -> u64 {
+    60
+}
+fn default_lockout_secs() -> u64 {
+    60
 }
 
 impl Config {
@@ -377,6 +423,7 @@ impl Config {
                 ));
             }
         }
+        self.validate_auth(&at)?;
         let mut seen = std::collections::HashSet::new();
         for user in &self.users {
             if !seen.insert(user.name.as_str()) {
@@ -391,6 +438,28 @@ impl Config {
                     &user.scram,
                     format!("user {:?} has a malformed SCRAM verifier", user.name),
                     "paste the line printed by `pgveil passwd USER` (SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>)",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks `[auth]`: a limit needs a window and a lockout to count in.
+    fn validate_auth(
+        &self,
+        at: &impl Fn(&str, String, &str) -> ConfigError,
+    ) -> Result<(), ConfigError> {
+        let auth = &self.auth;
+        let limited = auth.max_failures > 0 || auth.max_user_failures > 0;
+        for (key, value) in [
+            ("window_secs", auth.window_secs),
+            ("lockout_secs", auth.lockout_secs),
+        ] {
+            if limited && value == 0 {
+                return Err(at(
+                    key,
+                    format!("auth.{key} = 0 leaves the failed-login limits without effect"),
+                    "use at least 1 (the default is 60), or set max_failures = 0 and max_user_failures = 0 to turn the limits off",
                 ));
             }
         }
@@ -600,6 +669,38 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("p.toml:6:10:"), "{err}");
+    }
+
+    #[test]
+    fn auth_limits_have_defaults_and_located_errors() {
+        let c = Config::parse(MINIMAL, Path::new("p.toml")).unwrap();
+        assert_eq!(
+            (
+                c.auth.max_failures,
+                c.auth.max_user_failures,
+                c.auth.window_secs,
+                c.auth.lockout_secs
+            ),
+            (10, 30, 60, 60)
+        );
+        let text = format!("{MINIMAL}[auth]\nmax_failures = 3\nlockout_secs = 0\n");
+        let err = Config::parse(&text, Path::new("p.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("p.toml:6:1: auth.lockout_secs = 0"),
+            "{err}"
+        );
+        assert!(err.contains("fix: use at least 1"), "{err}");
+        let off =
+            format!("{MINIMAL}[auth]\nmax_failures = 0\nmax_user_failures = 0\nwindow_secs = 0\n");
+        assert_eq!(
+            Config::parse(&off, Path::new("p.toml"))
+                .unwrap()
+                .auth
+                .max_failures,
+            0
+        );
     }
 
     #[test]

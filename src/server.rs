@@ -15,6 +15,7 @@ use arc_swap::ArcSwapOption;
 
 use crate::admin::{Metrics, Snapshot};
 use crate::audit::{self, AuditError, AuditHandle};
+use crate::auth::LoginLimiter;
 use crate::backend::{BackendConn, BackendError, BackendTarget, Login, Pools};
 use crate::config::{Config, ConfigError, TlsConfig};
 use crate::control::{self, ControlError, PolicyRuntime};
@@ -67,6 +68,8 @@ pub struct ServerState {
     pub tls_acceptor: Option<TlsAcceptor>,
     /// Seed of decoy SCRAM verifiers for unknown users.
     pub decoy_seed: [u8; 32],
+    /// Failed-login limits per client address and user name.
+    pub logins: LoginLimiter,
     admin_login: Login,
     sessions: AtomicUsize,
     policy: ArcSwapOption<PolicyRuntime>,
@@ -112,6 +115,7 @@ impl ServerState {
             cancels: CancelRegistry::default(),
             tls_acceptor,
             decoy_seed: rand::random(),
+            logins: LoginLimiter::new(&config.auth),
             admin_login,
             sessions: AtomicUsize::new(0),
             config,

@@ -199,8 +199,11 @@ async fn backend_restart_loses_no_acknowledged_write_and_the_pool_recovers() {
         errors.keys().all(|k| clear.contains(&k.as_str())),
         "unexpected errors: {errors:?}"
     );
+    // sessions caught mid-statement are told (57P01 when PostgreSQL's
+    // message arrives first, 08006 when the drop does); under transaction
+    // pooling a session between transactions holds no connection to lose
     assert!(
-        errors.contains_key("57P01"),
+        errors.contains_key("57P01") || errors.contains_key("08006"),
         "sessions must be told: {errors:?}"
     );
     let after_back: Vec<_> = probes.iter().filter(|(at, _, _)| *at >= back_at).collect();

@@ -7,6 +7,8 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::messages::split_cstr;
+
 type HmacSha256 = Hmac<Sha256>;
 
 /// Why a SCRAM exchange failed.
@@ -159,6 +161,15 @@ impl Exchange {
         let server_signature = hmac(&self.verifier.server_key, auth_message.as_bytes());
         Ok(format!("v={}", B64.encode(server_signature)))
     }
+}
+
+/// Splits a SASLInitialResponse body into the mechanism name and the
+/// client-first data; None when its lengths do not add up.
+pub fn split_sasl_initial(body: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (mechanism, rest) = split_cstr(body)?;
+    let (len, data) = rest.split_first_chunk::<4>()?;
+    let len = i32::from_be_bytes(*len);
+    (usize::try_from(len).ok()? == data.len()).then_some((mechanism, data))
 }
 
 /// Splits `gs2-cbind-flag,[authzid],` from the bare client-first message.

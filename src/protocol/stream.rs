@@ -22,6 +22,14 @@ pub type ReadHalf<'a> = Box<dyn AsyncRead + Send + Unpin + 'a>;
 pub type WriteHalf<'a> = Box<dyn AsyncWrite + Send + Unpin + 'a>;
 
 impl Stream {
+    /// The address of the other end.
+    pub fn peer_addr(&self) -> io::Result<std::net::SocketAddr> {
+        match self {
+            Stream::Plain(tcp) => tcp.peer_addr(),
+            Stream::Tls(tls) => tls.get_ref().0.peer_addr(),
+        }
+    }
+
     /// Splits the stream for two concurrent pumps in one task.
     pub fn split(&mut self) -> (ReadHalf<'_>, WriteHalf<'_>) {
         match self {

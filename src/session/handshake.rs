@@ -3,15 +3,19 @@
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
+use std::time::Instant;
+
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::{ServerState, SessionError};
-use crate::protocol::messages::{self, split_cstr, PgError};
-use crate::protocol::scram::{Exchange, ScramError, Verifier};
+use crate::auth::Refused;
+use crate::protocol::messages::{self, PgError};
+use crate::protocol::scram::{split_sasl_initial, Exchange, ScramError, Verifier};
 use crate::protocol::startup::{read_startup_packet, Startup, StartupPacket, MAX_STARTUP_LEN};
 use crate::protocol::stream::Stream;
+use crate::protocol::ProtocolError;
 
 /// What the opening of a connection asked for.
 pub enum Opening {
@@ -26,7 +30,11 @@ pub enum Opening {
 pub async fn open(state: &ServerState, tcp: TcpStream) -> Result<Opening, SessionError> {
     let mut stream = Stream::Plain(tcp);
     loop {
-        match read_startup_packet(&mut stream).await? {
+        let packet = match read_startup_packet(&mut stream).await {
+            Ok(packet) => packet,
+            Err(e) => return Err(refuse_opening(&mut stream, e).await),
+        };
+        match packet {
             StartupPacket::SslRequest => stream = answer_ssl_request(state, stream).await?,
             StartupPacket::GssEncRequest => stream.write_all(b"N").await?,
             StartupPacket::Cancel { pid, secret } => {
@@ -36,6 +44,20 @@ pub async fn open(state: &ServerState, tcp: TcpStream) -> Result<Opening, Sessio
             StartupPacket::Startup(startup) => return Ok(Opening::Session(stream, startup)),
         }
     }
+}
+
+/// Tells a client whose opening packet is unusable (e.g. a regular message
+/// sent before any startup packet) why, with FATAL 08P01, as far as the
+/// connection still works; the error is returned for the log.
+async fn refuse_opening(stream: &mut Stream, e: ProtocolError) -> SessionError {
+    let error = SessionError::from_client_protocol(e);
+    if let SessionError::Client(pg_error) = &error {
+        let mut out = BytesMut::new();
+        pg_error.encode(&mut out);
+        let _ = stream.write_all(&out).await;
+        let _ = stream.shutdown().await;
+    }
+    error
 }
 
 async fn answer_ssl_request(state: &ServerState, stream: Stream) -> Result<Stream, SessionError> {
@@ -61,8 +83,33 @@ async fn answer_ssl_request(state: &ServerState, stream: Stream) -> Result<Strea
 
 /// Authenticates `user` with SCRAM-SHA-256. Unknown users go through the
 /// same exchange with a decoy verifier, so the answer never reveals whether
-/// a user exists.
+/// a user exists. A login the failed-login limits refuse ends before the
+/// exchange starts; a failed proof is counted against them.
 pub async fn authenticate(
+    state: &ServerState,
+    stream: &mut Stream,
+    user: &str,
+) -> Result<(), SessionError> {
+    let ip = stream.peer_addr()?.ip();
+    state
+        .logins
+        .check(ip, user, Instant::now())
+        .map_err(locked_out)?;
+    match scram_exchange(state, stream, user).await {
+        Err(SessionError::AuthFailed(e)) => {
+            state.logins.record_failure(ip, user, Instant::now());
+            Err(SessionError::AuthFailed(e))
+        }
+        Ok(()) => {
+            state.logins.record_success(ip, user, Instant::now());
+            Ok(())
+        }
+        Err(other) => Err(other),
+    }
+}
+
+/// The SCRAM-SHA-256 exchange, up to AuthenticationOk.
+async fn scram_exchange(
     state: &ServerState,
     stream: &mut Stream,
     user: &str,
@@ -99,6 +146,16 @@ pub async fn authenticate(
     Ok(())
 }
 
+/// The refusal of a login while its address or user name is locked out;
+/// the same for every user name, known or not.
+fn locked_out(refused: Refused) -> SessionError {
+    let secs = refused.retry_after.as_secs_f64().ceil().max(1.0);
+    SessionError::AuthFailed(
+        PgError::fatal("28000", "too many failed login attempts; try again later")
+            .with_hint(format!("wait {secs} seconds before trying again")),
+    )
+}
+
 fn auth_failed(user: &str) -> SessionError {
     SessionError::AuthFailed(PgError::fatal(
         "28P01",
@@ -126,21 +183,16 @@ async fn read_password_message(stream: &mut Stream) -> Result<Vec<u8>, SessionEr
     Ok(body)
 }
 
-/// Splits SASLInitialResponse into its mechanism check and client-first data.
+/// Checks SASLInitialResponse's mechanism and returns its client-first data.
 fn parse_sasl_initial(body: &[u8]) -> Result<&[u8], SessionError> {
-    let malformed =
-        || SessionError::Client(PgError::fatal("08P01", "malformed SASLInitialResponse"));
-    let (mechanism, rest) = split_cstr(body).ok_or_else(malformed)?;
+    let (mechanism, data) = split_sasl_initial(body).ok_or_else(|| {
+        SessionError::Client(PgError::fatal("08P01", "malformed SASLInitialResponse"))
+    })?;
     if mechanism != b"SCRAM-SHA-256" {
         return Err(SessionError::Client(PgError::fatal(
             "28000",
             "pgveil only offers SCRAM-SHA-256; connect with channel_binding=disable or prefer",
         )));
-    }
-    let (len, data) = rest.split_first_chunk::<4>().ok_or_else(malformed)?;
-    let len = i32::from_be_bytes(*len);
-    if len < 0 || len as usize != data.len() {
-        return Err(malformed());
     }
     Ok(data)
 }

@@ -395,13 +395,15 @@ impl<'a> Relay<'a> {
             client_tag::CLOSE => self.close(frame).await?,
             client_tag::EXECUTE => self.execute(frame).await?,
             tag::SYNC => self.sync(frame).await?,
+            // nothing owed: nothing to flush
             client_tag::FLUSH if self.replies.caught_up() => {}
+            client_tag::FLUSH => self.forward(frame).await?,
             tag::FUNCTION_CALL => self.function_call().await?,
             client_tag::COPY_DONE | client_tag::COPY_FAIL => {
                 self.forward(frame).await?;
                 self.replies.client_copy_end();
             }
-            _ => self.forward(frame).await?,
+            other => return Err(unknown_message(other)),
         }
         // pgveil's own answers go out as soon as nothing is owed before them
         self.deliver_synthetic();
@@ -852,6 +854,13 @@ impl<'a> Relay<'a> {
                 Step::Whole { tag, len } => {
                     let frame = conn.read_buf.split_to(len);
                     self.backend_message(tag, &frame);
+                    if self.backend_fatal {
+                        // PostgreSQL ends the connection after a FATAL error
+                        if let Some(conn) = self.conn.as_mut() {
+                            conn.broken = true;
+                        }
+                        return Ok(Some(End::BackendGone));
+                    }
                 }
                 Step::NeedMore { .. } => return Ok(None),
             }
@@ -1066,6 +1075,14 @@ fn lossy_text(frame: &[u8], skip: usize) -> String {
     }
     let text = split_cstr(rest).map_or(rest, |(t, _)| t);
     String::from_utf8_lossy(text).into_owned()
+}
+
+/// A message type no client may send after startup (PostgreSQL's words).
+fn unknown_message(tag: u8) -> SessionError {
+    SessionError::Client(PgError::fatal(
+        "08P01",
+        format!("invalid frontend message type {tag}"),
+    ))
 }
 
 fn is_fatal(frame: &[u8]) -> bool {

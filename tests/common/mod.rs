@@ -70,4 +70,6 @@ pub async fn fresh_database_in(cluster: &Cluster, prefix: &str) -> String {
         .unwrap_or_else(|err| panic!("cannot create database {name}: {err}"));
     name
 }
+pub mod base_tables;
 pub mod proxy;
+pub mod raw;
