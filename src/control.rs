@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 
+use crate::audit::{ProtectedColumn, ProtectedTable, TableCatalog};
 use crate::config::{BackendTls, Config, ConfigError};
-use crate::policy::{Policy, PolicyError};
+use crate::policy::{MaskName, Policy, PolicyError};
 use crate::rewrite::Rewriter;
 use crate::views::{self, ViewsError};
 
@@ -153,6 +154,8 @@ pub struct PolicyRuntime {
     pub rewriter: Arc<Rewriter>,
     /// The master secret (for view-set login passwords).
     pub secret: Vec<u8>,
+    /// The protected tables and columns the privacy log looks for.
+    pub audit_catalog: TableCatalog,
 }
 
 impl PolicyRuntime {
@@ -162,16 +165,52 @@ impl PolicyRuntime {
         let secret = role_secret(config)?;
         let client = admin_client(config, pool).await?;
         verify_installed(&client, &policy, config).await?;
+        let catalog = views::read_catalog(&client, &policy.settings().base_schema).await?;
         let rewriter = Arc::new(Rewriter::new(
             policy.protected_tables(),
             REWRITE_CACHE_CAPACITY,
         ));
         Ok(PolicyRuntime {
+            audit_catalog: audit_catalog(&policy, &catalog),
             policy,
             rewriter,
             secret,
         })
     }
+}
+
+/// The privacy log's view of the policy: every policy table in the
+/// database with each of its columns, the column's classification and the
+/// view sets whose views leave it out.
+pub fn audit_catalog(policy: &Policy, catalog: &views::Catalog) -> TableCatalog {
+    let schema = policy.settings().base_schema;
+    let tables = policy.tables().keys().filter_map(|table| {
+        let base = catalog.tables.get(table)?;
+        let columns = base
+            .columns
+            .iter()
+            .map(|column| ProtectedColumn {
+                name: column.name.clone(),
+                classification: policy
+                    .column_def(table, &column.name)
+                    .map(|(_, def, _)| def.class.name().to_owned()),
+                hidden_in: policy
+                    .view_sets()
+                    .iter()
+                    .filter(|(_, set)| {
+                        policy.mask_for(set.get(), table, &column.name).spec.mask == MaskName::Hide
+                    })
+                    .map(|(name, _)| name.clone())
+                    .collect(),
+            })
+            .collect();
+        Some(ProtectedTable {
+            schema: schema.clone(),
+            table: table.clone(),
+            columns,
+        })
+    });
+    TableCatalog::new(tables)
 }
 
 /// `pgveil apply`: installs the policy's views (or, with `dry_run`, returns

@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::catalog::TableCatalog;
+use super::chain::Link;
 use super::config::AuditConfig;
 use super::event::AuditEvent;
 use super::file_sink::FileSink;
@@ -43,7 +44,7 @@ pub async fn start(
         None => None,
     };
     let last = match (&mut file, from_table) {
-        (Some(f), _) => f.recover()?,
+        (Some(f), _) => f.lock()?.moved.unwrap_or_else(Link::genesis),
         (None, Some(link)) => link,
         (None, None) => return Err(AuditError::Config("no sink".into())),
     };

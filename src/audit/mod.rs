@@ -30,13 +30,13 @@ mod tag;
 mod verify;
 mod writer;
 
-pub use catalog::{ProtectedTable, TableCatalog};
+pub use catalog::{ProtectedColumn, ProtectedTable, TableCatalog};
 pub use chain::{head_path, GENESIS};
 pub use config::AuditConfig;
 pub use error::{AuditError, AuditUnavailable};
 pub use event::{
     new_session_id, Access, AuditEvent, AuditVerdict, ColumnAccess, EventKind, SessionInfo,
-    TableAccess,
+    SubjectAction, TableAccess,
 };
 pub use file_sink::{log_files, rotated_path};
 pub use handle::{start, AuditHandle};
