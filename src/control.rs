@@ -10,6 +10,7 @@ use crate::audit::{ProtectedColumn, ProtectedTable, TableCatalog};
 use crate::config::{BackendTls, Config, ConfigError};
 use crate::policy::{MaskName, Policy, PolicyError};
 use crate::rewrite::Rewriter;
+use crate::subject;
 use crate::views::{self, ViewsError};
 
 /// Verdicts cached per server (statement texts × view sets).
@@ -44,6 +45,9 @@ pub enum ControlError {
     /// A data-subject request failed.
     #[error(transparent)]
     Subject(#[from] crate::subject::SubjectError),
+    /// The privacy log could not be opened or written.
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
     /// Something the operator must do first.
     #[error("{0}")]
     Precondition(String),
@@ -329,108 +333,30 @@ pub async fn load_crm(
         .map_err(|e| ControlError::Precondition(format!("loading the example CRM: {e}")))
 }
 
-/// One data-subject request from the command line.
-#[derive(Debug, Clone)]
-pub enum SubjectRequest {
-    /// Every personal datum about a customer, as JSON.
-    Export {
-        /// Customer key.
-        customer: String,
-    },
-    /// Withdraw consent for a purpose.
-    OptOut {
-        /// Customer key.
-        customer: String,
-        /// Purpose name.
-        purpose: String,
-    },
-    /// Give consent for a purpose.
-    OptIn {
-        /// Customer key.
-        customer: String,
-        /// Purpose name.
-        purpose: String,
-    },
-    /// File corrections for review.
-    Correct {
-        /// Customer key.
-        customer: String,
-        /// `table.column=value` assignments.
-        changes: Vec<crate::subject::Assignment>,
-    },
-    /// Pending corrections.
-    ReviewList,
-    /// Apply a pending correction.
-    Approve {
-        /// Correction id.
-        id: i64,
-    },
-    /// Reject a pending correction.
-    Reject {
-        /// Correction id.
-        id: i64,
-        /// Why.
-        reason: String,
-    },
-    /// Erase a customer under the policy's erase rules.
-    Erase {
-        /// Customer key.
-        customer: String,
-    },
-    /// Apply the retention rules.
-    Retention {
-        /// Only count what would change.
-        dry_run: bool,
-    },
-}
-
-fn to_json<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("\"cannot render: {e}\""))
-}
-
 /// `pgveil subject ...` and `pgveil retention run`: runs one request as
-/// `actor` and returns JSON to print (the result and its privacy-log record).
+/// `actor` and returns the JSON to print. With `[audit]` configured, the
+/// request runs only if the privacy log can be opened, and its records
+/// (or its failure) are written there before this returns.
 pub async fn subject(
     config: &Config,
-    request: SubjectRequest,
+    request: subject::Request,
     actor: &str,
 ) -> Result<String, ControlError> {
-    use crate::subject;
     let policy = load_policy(config)?;
     let pool = admin_pool(config)?;
+    let log = subject::SubjectLog::open(config.audit.clone(), Some(pool.clone()), actor).await?;
     let client = admin_client(config, &pool).await?;
-    let client: &tokio_postgres::Client = &client;
-    let out = match request {
-        SubjectRequest::Export { customer } => {
-            let done = subject::export(client, &policy, &customer, actor).await?;
-            format!("{}\n{}", to_json(&done.value), to_json(&done.record))
-        }
-        SubjectRequest::OptOut { customer, purpose } => {
-            to_json(&subject::opt_out(client, &policy, &customer, &purpose, actor).await?)
-        }
-        SubjectRequest::OptIn { customer, purpose } => {
-            to_json(&subject::opt_in(client, &policy, &customer, &purpose, actor).await?)
-        }
-        SubjectRequest::Correct { customer, changes } => {
-            let done = subject::correct(client, &policy, &customer, &changes, actor).await?;
-            format!("{}\n{}", to_json(&done.value), to_json(&done.record))
-        }
-        SubjectRequest::ReviewList => to_json(&subject::review_list(client, &policy).await?),
-        SubjectRequest::Approve { id } => {
-            let done = subject::approve(client, &policy, id, actor).await?;
-            format!("{}\n{}", to_json(&done.value), to_json(&done.record))
-        }
-        SubjectRequest::Reject { id, reason } => {
-            let done = subject::reject(client, &policy, id, actor, &reason).await?;
-            format!("{}\n{}", to_json(&done.value), to_json(&done.record))
-        }
-        SubjectRequest::Erase { customer } => {
-            let done = subject::erase(client, &policy, &customer, actor).await?;
-            format!("{}\n{}", to_json(&done.value), to_json(&done.record))
-        }
-        SubjectRequest::Retention { dry_run } => {
-            to_json(&subject::retention_run(client, &policy, dry_run, actor).await?)
-        }
-    };
-    Ok(out + "\n")
+    let (action, purpose) = (request.action(), request.purpose().map(str::to_owned));
+    let result = subject::run(&client, &policy, request, actor).await;
+    let logged = log
+        .finish(&policy, action, purpose.as_deref(), &result)
+        .await;
+    let done = result?;
+    logged.map_err(|e| {
+        ControlError::Precondition(format!(
+            "{}\nthe request was carried out, but its privacy-log record was not written: {e}",
+            done.output
+        ))
+    })?;
+    Ok(done.output + "\n")
 }

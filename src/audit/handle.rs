@@ -82,6 +82,15 @@ impl AuditHandle {
         }
     }
 
+    /// Queues one event, waiting while the buffer is full; for callers
+    /// off the data path that must not lose a record (`pgveil subject`).
+    pub async fn record_waiting(&self, event: AuditEvent) -> Result<(), AuditError> {
+        self.tx
+            .send(Message::Event(Box::new(event)))
+            .await
+            .map_err(|_| AuditError::Stopped)
+    }
+
     /// Whether a statement may run now: always Ok with `required = false`;
     /// with `required = true`, Err when an event recorded now would be
     /// refused. Call before forwarding; call [`Self::record`] on completion.

@@ -5,6 +5,9 @@
 //! per-table `erase` / `retention` rules, and returns an [`ActionRecord`]
 //! for the privacy log.
 //!
+//! [`run`] carries out one [`Request`] of the command line and
+//! [`SubjectLog`] writes its records into the privacy log.
+//!
 //! pgveil's own tables for this live in the private schema (created on first
 //! use, readable by no view-set role): `subject_key` (the key of customer
 //! references), `corrections` (the review queue), `destruction_log` (outlives
@@ -15,7 +18,9 @@ mod consent;
 mod correct;
 mod erase;
 mod export;
+mod log;
 mod private;
+mod request;
 mod retention;
 mod schema;
 
@@ -29,6 +34,8 @@ pub use consent::{opt_in, opt_out};
 pub use correct::{approve, correct, reject, review_list, Assignment, Correction};
 pub use erase::{erase, ErasureReport, TableErasure};
 pub use export::export;
+pub use log::SubjectLog;
+pub use request::{run, Done, Request};
 pub use retention::{retention_run, RetentionCount, RetentionReport};
 
 /// Errors of the data-subject layer.
@@ -86,6 +93,26 @@ pub enum SubjectError {
     Rule(String),
 }
 
+impl SubjectError {
+    /// The reason the privacy log records for a failed request: the
+    /// message without values the requester typed (subject keys, new
+    /// values of corrections).
+    pub fn log_reason(&self) -> String {
+        match self {
+            SubjectError::Db(e) => match e.code() {
+                Some(code) => format!("database error {}", code.code()),
+                None => "database error".into(),
+            },
+            SubjectError::Views(_) => "the catalog could not be read".into(),
+            SubjectError::UnknownSubject(_) => "no data subject with this key".into(),
+            SubjectError::Column { table, column, .. } => {
+                format!("{table}.{column} cannot be corrected")
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
 fn db_message(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{}: {}", db.code().code(), db.message()),
@@ -109,6 +136,8 @@ pub enum Action {
     Approve,
     /// A correction was rejected.
     Reject,
+    /// The pending corrections were listed for review.
+    ReviewList,
     /// A subject's data was erased on request.
     Erase,
     /// Expired data was erased by the retention rules.
