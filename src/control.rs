@@ -48,6 +48,9 @@ pub enum ControlError {
     /// The privacy log could not be opened or written.
     #[error(transparent)]
     Audit(#[from] crate::audit::AuditError),
+    /// The report could not be made.
+    #[error(transparent)]
+    Report(#[from] crate::report::ReportError),
     /// Something the operator must do first.
     #[error("{0}")]
     Precondition(String),
@@ -359,4 +362,45 @@ pub async fn subject(
         ))
     })?;
     Ok(done.output + "\n")
+}
+
+/// `pgveil report`: gathers the report's facts from the policy, the
+/// database and the privacy log files `audit` (oldest first; none: the
+/// `[audit]` file and its rotated files) and writes `report.html` and
+/// `report.md` into `out`.
+pub async fn report(
+    config: &Config,
+    audit: Vec<std::path::PathBuf>,
+    out: &std::path::Path,
+) -> Result<crate::report::Written, ControlError> {
+    let policy = load_policy(config)?;
+    let secret = role_secret(config)?;
+    let pool = admin_pool(config)?;
+    let client = admin_client(config, &pool).await?;
+    let backend = &config.backend;
+    let mut login = tokio_postgres::Config::new();
+    login
+        .host(&backend.host)
+        .port(backend.port)
+        .dbname(&backend.database)
+        .application_name("pgveil-report")
+        .connect_timeout(config.timeouts.connect());
+    let audit_files = match (
+        audit.is_empty(),
+        config.audit.as_ref().and_then(|a| a.file.as_ref()),
+    ) {
+        (true, Some(file)) => crate::audit::log_files(file),
+        _ => audit,
+    };
+    let sources = crate::report::Sources {
+        policy: &policy,
+        logins: crate::report::Logins {
+            config: login,
+            secret,
+        },
+        database: format!("{} on {}:{}", backend.database, backend.host, backend.port),
+        audit_files,
+    };
+    let facts = crate::report::gather(&client, &sources).await?;
+    Ok(crate::report::write(&facts, out)?)
 }

@@ -102,6 +102,18 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Write the privacy report (report.html and report.md) into a directory.
+    Report {
+        /// The configuration file.
+        #[arg(long, short, default_value = "pgveil.toml")]
+        config: PathBuf,
+        /// Privacy log files, oldest first (default: the [audit] file and its rotated files).
+        #[arg(long, num_args = 1..)]
+        audit: Vec<PathBuf>,
+        /// The directory to write into (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// The policy's retention rules.
     Retention {
         /// The configuration file.
@@ -286,6 +298,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Audit {
             command: AuditCommand::Verify { files },
         } => audit_verify(&files),
+        Command::Report { config, audit, out } => {
+            let config = Config::load(&config)?;
+            let written = pgveil::control::report(&config, audit, &out).await?;
+            println!("{}\n{}", written.html.display(), written.markdown.display());
+            Ok(())
+        }
         Command::Demo {
             listen,
             customers,

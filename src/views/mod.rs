@@ -20,6 +20,7 @@ use crate::policy::{Location, Policy};
 pub use catalog::{read_catalog, Catalog, CatalogColumn, CatalogTable, ForeignKey, TypeCategory};
 pub use check::findings;
 pub use ddl::DdlProblem;
+pub use mask_sql::ident;
 pub use secret::{hmac_sha256, login_password, mask_key};
 
 /// Errors of the views layer.
@@ -134,6 +135,16 @@ pub async fn apply(
     secret: &[u8],
 ) -> Result<ApplyReport, ViewsError> {
     apply::apply(client, policy, secret).await
+}
+
+/// What `apply` would change (the drift between policy and database),
+/// without changing anything.
+pub async fn drift(
+    client: &Client,
+    policy: &Policy,
+    secret: &[u8],
+) -> Result<Vec<String>, ViewsError> {
+    apply::drift(client, policy, secret).await
 }
 
 /// Checks `policy` against the live catalog.

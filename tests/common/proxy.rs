@@ -133,6 +133,21 @@ pub async fn start_crm_with(
     customers: u64,
     audit: Option<pgveil::audit::AuditConfig>,
 ) -> Proxy {
+    start_crm_configured(prefix, customers, |config| config.audit = audit).await
+}
+
+/// Like [`start_crm`], writing the demo's privacy log
+/// (`pgveil::demo::AUDIT_FILE` in [`Proxy::dir`]) as its `pgveil.toml` says,
+/// so the command line (`pgveil subject`, `pgveil report`) can share it.
+pub async fn start_crm_logged(prefix: &str, customers: u64) -> Proxy {
+    start_crm_configured(prefix, customers, |_| {}).await
+}
+
+async fn start_crm_configured(
+    prefix: &str,
+    customers: u64,
+    adjust: impl FnOnce(&mut Config),
+) -> Proxy {
     let database = super::fresh_database(prefix).await;
     let dir = tempfile::tempdir().expect("temp dir").keep();
     let setup = pgveil::demo::Setup {
@@ -147,7 +162,7 @@ pub async fn start_crm_with(
         .await
         .unwrap_or_else(|e| panic!("cannot prepare the CRM: {e}"));
     let mut config = config;
-    config.audit = audit;
+    adjust(&mut config);
     let users = config.users.iter().map(|u| u.name.clone()).collect();
     let (addr, state) = serve(config);
     Proxy {
