@@ -73,6 +73,15 @@ async fn busy_customer(c: &Client) -> i64 {
     .get(0)
 }
 
+/// Destruction records written by retention runs.
+const RETENTION_RECORDS: &str =
+    "SELECT count(*) FROM pgveil_private.destruction_log WHERE trigger = 'retention'";
+
+/// The count a query returns.
+async fn count(c: &Client, sql: &str) -> i64 {
+    c.query_one(sql, &[]).await.unwrap().get(0)
+}
+
 async fn text(c: &Client, sql: &str, id: i64) -> Option<String> {
     c.query_one(sql, &[&id]).await.unwrap().get(0)
 }
@@ -704,15 +713,7 @@ async fn retention_dry_run_changes_nothing_and_real_run_erases_only_inactive_cus
         .unwrap()
         .get(0);
     assert_eq!(total, 300);
-    let logged: i64 = c
-        .query_one(
-            "SELECT count(*) FROM pgveil_private.destruction_log WHERE trigger = 'retention'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(logged, expected);
+    assert_eq!(count(c, RETENTION_RECORDS).await, expected);
 
     // Anonymized rows are not erased twice.
     let second = subject::retention_run(c, policy, false, "cron")
@@ -833,34 +834,19 @@ async fn cli_requests_land_in_the_privacy_log_and_keep_its_chain() {
     // Retention, dry and real, as `pgveil retention run`.
     let expired = "SELECT count(*) FROM customers WHERE last_active_at < now() - interval '3 years' \
                    AND customer_id::text NOT IN (SELECT key FROM pgveil_private.anonymized_subjects)";
-    let expected: i64 = c.query_one(expired, &[]).await.unwrap().get(0);
+    let expected = count(c, expired).await;
     assert!(expected > 0);
     let dry = pgveil_ok(&config, "cron", &["retention", "run", "--dry-run"]);
     assert_eq!(dry[0]["subjects"], expected);
     let real = pgveil_ok(&config, "cron", &["retention", "run"]);
     assert_eq!(real[0]["subjects"], expected);
     assert_eq!(real[0]["tables"], dry[0]["tables"]);
-    let left: i64 = c.query_one(expired, &[]).await.unwrap().get(0);
-    assert_eq!(left, 0, "expired customers left");
-    let personal_left: i64 = c
-        .query_one(
-            "SELECT count(*) FROM customers WHERE last_active_at < now() - interval '3 years' \
-             AND (customer_id > 0 OR email IS NOT NULL OR first_name <> 'erased')",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(personal_left, 0);
-    let destroyed: i64 = c
-        .query_one(
-            "SELECT count(*) FROM pgveil_private.destruction_log WHERE trigger = 'retention'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(destroyed, expected);
+    assert_eq!(count(c, expired).await, 0, "expired customers left");
+    let personal_left = "SELECT count(*) FROM customers \
+        WHERE last_active_at < now() - interval '3 years' \
+        AND (customer_id > 0 OR email IS NOT NULL OR first_name <> 'erased')";
+    assert_eq!(count(c, personal_left).await, 0);
+    assert_eq!(count(c, RETENTION_RECORDS).await, expected);
 
     // The log's chain holds every request, as `pgveil audit verify` says.
     let verify = Command::new(env!("CARGO_BIN_EXE_pgveil"))

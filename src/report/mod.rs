@@ -38,7 +38,7 @@ pub use kanon::Logins;
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
     /// The database refused a query.
-    #[error("database error: {}", db_message(.0))]
+    #[error("database error: {}", crate::views::db_message(.0))]
     Db(#[from] tokio_postgres::Error),
     /// The catalog or the views could not be read.
     #[error(transparent)]
@@ -54,13 +54,6 @@ pub enum ReportError {
         /// Why.
         source: std::io::Error,
     },
-}
-
-fn db_message(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{}: {}", db.code().code(), db.message()),
-        None => e.to_string(),
-    }
 }
 
 /// What a report is made from.

@@ -413,7 +413,7 @@ async fn check_value(
             column: change.column.clone(),
             reason: format!(
                 "the value does not fit the column: {}",
-                super::db_message(&e)
+                crate::views::db_message(&e)
             ),
         })
 }

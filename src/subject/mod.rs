@@ -42,7 +42,7 @@ pub use retention::{retention_run, RetentionCount, RetentionReport};
 #[derive(Debug, thiserror::Error)]
 pub enum SubjectError {
     /// The database refused a query.
-    #[error("database error: {}", db_message(.0))]
+    #[error("database error: {}", crate::views::db_message(.0))]
     Db(#[from] tokio_postgres::Error),
     /// The catalog could not be read.
     #[error(transparent)]
@@ -110,13 +110,6 @@ impl SubjectError {
             }
             other => other.to_string(),
         }
-    }
-}
-
-fn db_message(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{}: {}", db.code().code(), db.message()),
-        None => e.to_string(),
     }
 }
 

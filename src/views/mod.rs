@@ -42,7 +42,8 @@ pub enum ViewsError {
     },
 }
 
-fn db_message(e: &tokio_postgres::Error) -> String {
+/// A database error as `SQLSTATE: message` (or the client's own text).
+pub fn db_message(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{}: {}", db.code().code(), db.message()),
         None => e.to_string(),
