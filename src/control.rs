@@ -366,8 +366,8 @@ pub async fn subject(
 
 /// `pgveil report`: gathers the report's facts from the policy, the
 /// database and the privacy log files `audit` (oldest first; none: the
-/// `[audit]` file and its rotated files) and writes `report.html` and
-/// `report.md` into `out`.
+/// `[audit]` file and its rotated files, if written yet) and writes
+/// `report.html` and `report.md` into `out`.
 pub async fn report(
     config: &Config,
     audit: Vec<std::path::PathBuf>,
@@ -389,7 +389,11 @@ pub async fn report(
         audit.is_empty(),
         config.audit.as_ref().and_then(|a| a.file.as_ref()),
     ) {
-        (true, Some(file)) => crate::audit::log_files(file),
+        // A log not written yet has no section rather than an error.
+        (true, Some(file)) => crate::audit::log_files(file)
+            .into_iter()
+            .filter(|f| f.exists())
+            .collect(),
         _ => audit,
     };
     let sources = crate::report::Sources {

@@ -87,14 +87,15 @@ pub async fn retention_run(
     Ok(report)
 }
 
-/// The privacy-log record of a dry run: what would be erased.
+/// The privacy-log record of a dry run: how much would be erased (it
+/// touches no table, so it names none).
 fn dry_run_record(report: &RetentionReport, actor: &str) -> ActionRecord {
     let rows: u64 = report.tables.iter().map(|t| t.rows).sum();
     ActionRecord {
         action: Action::Retention,
         customer_ref: None,
         purpose: None,
-        columns: report.tables.iter().map(|t| t.table.clone()).collect(),
+        columns: Vec::new(),
         actor: actor.to_string(),
         outcome: format!(
             "dry run: {} subjects and {rows} rows would be erased",
