@@ -67,14 +67,12 @@ pub async fn start(
 }
 
 impl AuditHandle {
-    /// Queues one event without waiting. With `required = true`, Err means
-    /// the event will not be logged and the statement must be refused; with
-    /// `required = false` an event that cannot be queued is dropped and
-    /// counted, and the result is Ok.
+    /// Queues one event without waiting. An event that cannot be queued
+    /// (buffer full, writer stopped) is dropped and counted; the result is
+    /// then Err with `required = true` and Ok otherwise. Events are queued
+    /// while a sink fails, so the statements that already ran are written
+    /// once it recovers; [`Self::admit`] is what refuses new statements.
     pub fn record(&self, event: AuditEvent) -> Result<(), AuditUnavailable> {
-        if self.required && !self.healthy() {
-            return self.lost(AuditUnavailable::Failing);
-        }
         match self.tx.try_send(Message::Event(Box::new(event))) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => self.lost(AuditUnavailable::Full),
