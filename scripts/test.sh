@@ -14,6 +14,7 @@ command -v pgbench >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/pgbench >/dev
 [ -f /usr/share/java/postgresql.jar ] || apt_packages+=(libpostgresql-jdbc-java)
 command -v java >/dev/null 2>&1 || apt_packages+=(default-jdk-headless)
 command -v node >/dev/null 2>&1 || apt_packages+=(nodejs npm)
+command -v chromium >/dev/null 2>&1 || apt_packages+=(chromium)  # tests/report.rs renders the report
 if [ "${#apt_packages[@]}" -gt 0 ]; then
   echo "installing: ${apt_packages[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive

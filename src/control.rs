@@ -6,9 +6,11 @@ use std::sync::Arc;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 
+use crate::audit::{ProtectedColumn, ProtectedTable, TableCatalog};
 use crate::config::{BackendTls, Config, ConfigError};
-use crate::policy::{Policy, PolicyError};
+use crate::policy::{MaskName, Policy, PolicyError};
 use crate::rewrite::Rewriter;
+use crate::subject;
 use crate::views::{self, ViewsError};
 
 /// Verdicts cached per server (statement texts × view sets).
@@ -43,6 +45,12 @@ pub enum ControlError {
     /// A data-subject request failed.
     #[error(transparent)]
     Subject(#[from] crate::subject::SubjectError),
+    /// The privacy log could not be opened or written.
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
+    /// The report could not be made.
+    #[error(transparent)]
+    Report(#[from] crate::report::ReportError),
     /// Something the operator must do first.
     #[error("{0}")]
     Precondition(String),
@@ -153,6 +161,8 @@ pub struct PolicyRuntime {
     pub rewriter: Arc<Rewriter>,
     /// The master secret (for view-set login passwords).
     pub secret: Vec<u8>,
+    /// The protected tables and columns the privacy log looks for.
+    pub audit_catalog: TableCatalog,
 }
 
 impl PolicyRuntime {
@@ -162,16 +172,52 @@ impl PolicyRuntime {
         let secret = role_secret(config)?;
         let client = admin_client(config, pool).await?;
         verify_installed(&client, &policy, config).await?;
+        let catalog = views::read_catalog(&client, &policy.settings().base_schema).await?;
         let rewriter = Arc::new(Rewriter::new(
             policy.protected_tables(),
             REWRITE_CACHE_CAPACITY,
         ));
         Ok(PolicyRuntime {
+            audit_catalog: audit_catalog(&policy, &catalog),
             policy,
             rewriter,
             secret,
         })
     }
+}
+
+/// The privacy log's view of the policy: every policy table in the
+/// database with each of its columns, the column's classification and the
+/// view sets whose views leave it out.
+pub fn audit_catalog(policy: &Policy, catalog: &views::Catalog) -> TableCatalog {
+    let schema = policy.settings().base_schema;
+    let tables = policy.tables().keys().filter_map(|table| {
+        let base = catalog.tables.get(table)?;
+        let columns = base
+            .columns
+            .iter()
+            .map(|column| ProtectedColumn {
+                name: column.name.clone(),
+                classification: policy
+                    .column_def(table, &column.name)
+                    .map(|(_, def, _)| def.class.name().to_owned()),
+                hidden_in: policy
+                    .view_sets()
+                    .iter()
+                    .filter(|(_, set)| {
+                        policy.mask_for(set.get(), table, &column.name).spec.mask == MaskName::Hide
+                    })
+                    .map(|(name, _)| name.clone())
+                    .collect(),
+            })
+            .collect();
+        Some(ProtectedTable {
+            schema: schema.clone(),
+            table: table.clone(),
+            columns,
+        })
+    });
+    TableCatalog::new(tables)
 }
 
 /// `pgveil apply`: installs the policy's views (or, with `dry_run`, returns
@@ -290,108 +336,75 @@ pub async fn load_crm(
         .map_err(|e| ControlError::Precondition(format!("loading the example CRM: {e}")))
 }
 
-/// One data-subject request from the command line.
-#[derive(Debug, Clone)]
-pub enum SubjectRequest {
-    /// Every personal datum about a customer, as JSON.
-    Export {
-        /// Customer key.
-        customer: String,
-    },
-    /// Withdraw consent for a purpose.
-    OptOut {
-        /// Customer key.
-        customer: String,
-        /// Purpose name.
-        purpose: String,
-    },
-    /// Give consent for a purpose.
-    OptIn {
-        /// Customer key.
-        customer: String,
-        /// Purpose name.
-        purpose: String,
-    },
-    /// File corrections for review.
-    Correct {
-        /// Customer key.
-        customer: String,
-        /// `table.column=value` assignments.
-        changes: Vec<crate::subject::Assignment>,
-    },
-    /// Pending corrections.
-    ReviewList,
-    /// Apply a pending correction.
-    Approve {
-        /// Correction id.
-        id: i64,
-    },
-    /// Reject a pending correction.
-    Reject {
-        /// Correction id.
-        id: i64,
-        /// Why.
-        reason: String,
-    },
-    /// Erase a customer under the policy's erase rules.
-    Erase {
-        /// Customer key.
-        customer: String,
-    },
-    /// Apply the retention rules.
-    Retention {
-        /// Only count what would change.
-        dry_run: bool,
-    },
-}
-
-fn to_json<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("\"cannot render: {e}\""))
-}
-
 /// `pgveil subject ...` and `pgveil retention run`: runs one request as
-/// `actor` and returns JSON to print (the result and its privacy-log record).
+/// `actor` and returns the JSON to print. With `[audit]` configured, the
+/// request runs only if the privacy log can be opened, and its records
+/// (or its failure) are written there before this returns.
 pub async fn subject(
     config: &Config,
-    request: SubjectRequest,
+    request: subject::Request,
     actor: &str,
 ) -> Result<String, ControlError> {
-    use crate::subject;
     let policy = load_policy(config)?;
     let pool = admin_pool(config)?;
+    let log = subject::SubjectLog::open(config.audit.clone(), Some(pool.clone()), actor).await?;
     let client = admin_client(config, &pool).await?;
-    let client: &tokio_postgres::Client = &client;
-    let out = match request {
-        SubjectRequest::Export { customer } => {
-            let done = subject::export(client, &policy, &customer, actor).await?;
-            format!("{}\n{}", to_json(&done.value), to_json(&done.record))
-        }
-        SubjectRequest::OptOut { customer, purpose } => {
-            to_json(&subject::opt_out(client, &policy, &customer, &purpose, actor).await?)
-        }
-        SubjectRequest::OptIn { customer, purpose } => {
-            to_json(&subject::opt_in(client, &policy, &customer, &purpose, actor).await?)
-        }
-        SubjectRequest::Correct { customer, changes } => {
-            let done = subject::correct(client, &policy, &customer, &changes, actor).await?;
-            format!("{}\n{}", to_json(&done.value), to_json(&done.record))
-        }
-        SubjectRequest::ReviewList => to_json(&subject::review_list(client, &policy).await?),
-        SubjectRequest::Approve { id } => {
-            let done = subject::approve(client, &policy, id, actor).await?;
-            format!("{}\n{}", to_json(&done.value), to_json(&done.record))
-        }
-        SubjectRequest::Reject { id, reason } => {
-            let done = subject::reject(client, &policy, id, actor, &reason).await?;
-            format!("{}\n{}", to_json(&done.value), to_json(&done.record))
-        }
-        SubjectRequest::Erase { customer } => {
-            let done = subject::erase(client, &policy, &customer, actor).await?;
-            format!("{}\n{}", to_json(&done.value), to_json(&done.record))
-        }
-        SubjectRequest::Retention { dry_run } => {
-            to_json(&subject::retention_run(client, &policy, dry_run, actor).await?)
-        }
+    let (action, purpose) = (request.action(), request.purpose().map(str::to_owned));
+    let result = subject::run(&client, &policy, request, actor).await;
+    let logged = log
+        .finish(&policy, action, purpose.as_deref(), &result)
+        .await;
+    let done = result?;
+    logged.map_err(|e| {
+        ControlError::Precondition(format!(
+            "{}\nthe request was carried out, but its privacy-log record was not written: {e}",
+            done.output
+        ))
+    })?;
+    Ok(done.output + "\n")
+}
+
+/// `pgveil report`: gathers the report's facts from the policy, the
+/// database and the privacy log files `audit` (oldest first; none: the
+/// `[audit]` file and its rotated files, if written yet) and writes
+/// `report.html` and `report.md` into `out`.
+pub async fn report(
+    config: &Config,
+    audit: Vec<std::path::PathBuf>,
+    out: &std::path::Path,
+) -> Result<crate::report::Written, ControlError> {
+    let policy = load_policy(config)?;
+    let secret = role_secret(config)?;
+    let pool = admin_pool(config)?;
+    let client = admin_client(config, &pool).await?;
+    let backend = &config.backend;
+    let mut login = tokio_postgres::Config::new();
+    login
+        .host(&backend.host)
+        .port(backend.port)
+        .dbname(&backend.database)
+        .application_name("pgveil-report")
+        .connect_timeout(config.timeouts.connect());
+    let audit_files = match (
+        audit.is_empty(),
+        config.audit.as_ref().and_then(|a| a.file.as_ref()),
+    ) {
+        // A log not written yet has no section rather than an error.
+        (true, Some(file)) => crate::audit::log_files(file)
+            .into_iter()
+            .filter(|f| f.exists())
+            .collect(),
+        _ => audit,
     };
-    Ok(out + "\n")
+    let sources = crate::report::Sources {
+        policy: &policy,
+        logins: crate::report::Logins {
+            config: login,
+            secret,
+        },
+        database: format!("{} on {}:{}", backend.database, backend.host, backend.port),
+        audit_files,
+    };
+    let facts = crate::report::gather(&client, &sources).await?;
+    Ok(crate::report::write(&facts, out)?)
 }

@@ -16,6 +16,7 @@ pub mod crm;
 pub mod demo;
 pub mod policy;
 pub mod protocol;
+pub mod report;
 pub mod rewrite;
 pub mod server;
 pub mod session;

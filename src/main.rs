@@ -88,7 +88,7 @@ enum Command {
         /// The user name.
         user: String,
     },
-    /// Data-subject rights: export, consent, correction with review, erasure, retention.
+    /// Data-subject rights: export, consent, correction with review, erasure.
     Subject {
         /// The configuration file.
         #[arg(long, short, default_value = "pgveil.toml", global = true)]
@@ -104,10 +104,45 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Write the privacy report (report.html and report.md) into a directory.
+    Report {
+        /// The configuration file.
+        #[arg(long, short, default_value = "pgveil.toml")]
+        config: PathBuf,
+        /// Privacy log files, oldest first (default: the [audit] file and its rotated files).
+        #[arg(long, num_args = 1..)]
+        audit: Vec<PathBuf>,
+        /// The directory to write into (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// The policy's retention rules.
+    Retention {
+        /// The configuration file.
+        #[arg(long, short, default_value = "pgveil.toml", global = true)]
+        config: PathBuf,
+        /// Who acts (recorded in the destruction records and the privacy log).
+        #[arg(long, env = "USER", default_value = "pgveil-cli", global = true)]
+        actor: String,
+        #[command(subcommand)]
+        command: RetentionCommand,
+    },
 }
 
-/// Data-subject requests; each runs as the backend administrator and
-/// prints the result and its privacy-log record as JSON.
+#[derive(Subcommand)]
+enum RetentionCommand {
+    /// Erase what the retention rules say has expired (each erasure with a
+    /// destruction record) and print what was done as JSON.
+    Run {
+        /// Only count what would change.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// Data-subject requests; each runs as the backend administrator, prints
+/// the result and its privacy-log record as JSON, and writes the record to
+/// the privacy log when `[audit]` is configured.
 #[derive(Subcommand)]
 enum SubjectCommand {
     /// Every personal datum about a customer.
@@ -154,12 +189,6 @@ enum SubjectCommand {
         #[arg(long)]
         customer: String,
     },
-    /// Apply the policy's retention rules.
-    Retention {
-        /// Only count what would change.
-        #[arg(long)]
-        dry_run: bool,
-    },
 }
 
 #[derive(Subcommand)]
@@ -182,8 +211,8 @@ enum ReviewCommand {
 }
 
 impl SubjectCommand {
-    fn into_request(self) -> pgveil::control::SubjectRequest {
-        use pgveil::control::SubjectRequest as R;
+    fn into_request(self) -> pgveil::subject::Request {
+        use pgveil::subject::Request as R;
         match self {
             SubjectCommand::Export { customer } => R::Export { customer },
             SubjectCommand::OptOut { customer, purpose } => R::OptOut { customer, purpose },
@@ -199,7 +228,6 @@ impl SubjectCommand {
                 command: ReviewCommand::Reject { id, reason },
             } => R::Reject { id, reason },
             SubjectCommand::Erase { customer } => R::Erase { customer },
-            SubjectCommand::Retention { dry_run } => R::Retention { dry_run },
         }
     }
 }
@@ -261,17 +289,28 @@ async fn run(command: Command) -> anyhow::Result<()> {
             config,
             actor,
             command,
+        } => subject(&config, command.into_request(), &actor).await,
+        Command::Retention {
+            config,
+            actor,
+            command: RetentionCommand::Run { dry_run },
         } => {
-            let config = Config::load(&config)?;
-            print!(
-                "{}",
-                pgveil::control::subject(&config, command.into_request(), &actor).await?
-            );
-            Ok(())
+            subject(
+                &config,
+                pgveil::subject::Request::Retention { dry_run },
+                &actor,
+            )
+            .await
         }
         Command::Audit {
             command: AuditCommand::Verify { files },
         } => audit_verify(&files),
+        Command::Report { config, audit, out } => {
+            let config = Config::load(&config)?;
+            let written = pgveil::control::report(&config, audit, &out).await?;
+            println!("{}\n{}", written.html.display(), written.markdown.display());
+            Ok(())
+        }
         Command::Demo {
             listen,
             customers,
@@ -325,6 +364,20 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Runs one data-subject request and prints its result.
+async fn subject(
+    config: &std::path::Path,
+    request: pgveil::subject::Request,
+    actor: &str,
+) -> anyhow::Result<()> {
+    let config = Config::load(config)?;
+    print!(
+        "{}",
+        pgveil::control::subject(&config, request, actor).await?
+    );
+    Ok(())
 }
 
 /// Runs the proxy until SIGTERM or Ctrl-C, then shuts down gracefully. A

@@ -107,6 +107,9 @@ impl ServerState {
             None => (None, None),
         };
         let audit = start_audit(&config, control.as_ref()).await?;
+        if let (Some(audit), Some(runtime)) = (&audit, &policy) {
+            audit.set_catalog(runtime.audit_catalog.clone());
+        }
         Ok(ServerState {
             audit,
             policy: ArcSwapOption::new(policy),
@@ -232,6 +235,9 @@ impl ServerState {
         };
         let config = Config::load(&self.config.source)?;
         let runtime = PolicyRuntime::load(&config, pool).await?;
+        if let Some(audit) = &self.audit {
+            audit.set_catalog(runtime.audit_catalog.clone());
+        }
         self.policy.store(Some(Arc::new(runtime)));
         Ok(())
     }

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pgveil::audit::{
-    self, AuditConfig, AuditEvent, AuditHandle, AuditUnavailable, AuditVerdict, ProtectedTable,
-    SessionInfo, TableCatalog, Tail,
+    self, AuditConfig, AuditEvent, AuditHandle, AuditUnavailable, AuditVerdict, ProtectedColumn,
+    ProtectedTable, SessionInfo, TableCatalog, Tail,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -217,10 +217,19 @@ async fn statements_are_logged_without_literal_values() {
     let dir = tempfile::tempdir().unwrap();
     let live = dir.path().join("a.jsonl");
     let handle = start(file_config(&live)).await;
+    let column = |name: &str, class: &str, hidden_in: &[&str]| ProtectedColumn {
+        name: name.into(),
+        classification: Some(class.into()),
+        hidden_in: hidden_in.iter().map(|s| s.to_string()).collect(),
+    };
     handle.set_catalog(TableCatalog::new([ProtectedTable {
         schema: "public".into(),
         table: "customers".into(),
-        classification: Some("personal: email".into()),
+        columns: vec![
+            column("id", "identity", &[]),
+            column("email", "personal", &[]),
+            column("religion", "sensitive", &["standard"]),
+        ],
     }]));
     let sql = "select * from customers where email = 'a@b.c' and id = 42";
     handle
@@ -274,7 +283,15 @@ async fn statements_are_logged_without_literal_values() {
     assert_eq!(r["rows"], 1);
     assert_eq!(r["tables"][0]["table"], "public.customers");
     assert_eq!(r["tables"][0]["access"], "read");
-    assert_eq!(r["tables"][0]["classification"], "personal: email");
+    assert_eq!(r["tables"][0]["classification"], "identity, personal");
+    // `*` in view set standard: every column but the hidden one.
+    assert_eq!(
+        r["tables"][0]["columns"],
+        serde_json::json!([
+            { "column": "id", "classification": "identity" },
+            { "column": "email", "classification": "personal" }
+        ])
+    );
     assert_eq!(records[1]["verdict"], "refused");
     assert_eq!(records[1]["reason"], "function pg_read_file is not allowed");
     assert_eq!(records[1]["sqlstate"], "42501");
@@ -486,4 +503,95 @@ async fn the_table_sink_writes_the_same_records() {
         <sha2::Sha256 as sha2::Digest>::digest(last_line.as_bytes())
     );
     assert_eq!(next.get::<_, &str>("prev_hash"), expected);
+}
+
+/// A statement event of session `id`.
+fn event_of(id: &str) -> AuditEvent {
+    let session = Arc::new(SessionInfo {
+        session_id: id.into(),
+        ..(*session()).clone()
+    });
+    AuditEvent::statement(session, "select 1", AuditVerdict::Forwarded)
+}
+
+/// Records per session id in the chain-checked records of `lines`.
+fn per_session(lines: &[String]) -> std::collections::BTreeMap<String, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for line in lines {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        *counts
+            .entry(v["session_id"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    counts
+}
+
+#[tokio::test]
+async fn two_writers_of_one_file_keep_one_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("shared.jsonl");
+    let config = AuditConfig {
+        max_file_bytes: 4000,
+        keep_files: 50,
+        ..file_config(&live)
+    };
+    // Like the proxy and `pgveil subject` in two processes: two writers,
+    // each with its own sink state, appending to the same files.
+    let a = start(config.clone()).await;
+    let b = start(config).await;
+    for i in 0..40 {
+        a.record(event_of("a")).unwrap();
+        b.record(event_of("b")).unwrap();
+        if i % 5 == 0 {
+            flush(&b).await;
+        }
+    }
+    flush(&a).await;
+    flush(&b).await;
+
+    let files = audit::log_files(&live);
+    assert!(files.len() >= 3, "expected rotation, got {files:?}");
+    let report = audit::verify(&files).unwrap();
+    assert!(report.is_intact(), "{report}");
+    assert_eq!(report.records, 80, "{report}");
+    assert_eq!(report.tail, Tail::Matches(80));
+    let all: Vec<String> = files.iter().flat_map(|f| lines(f)).collect();
+    let counts = per_session(&all);
+    assert_eq!(counts.get("a"), Some(&40));
+    assert_eq!(counts.get("b"), Some(&40));
+}
+
+#[tokio::test]
+async fn two_writers_of_one_table_keep_one_chain() {
+    let db = common::fresh_database("audit_table_shared").await;
+    let config = AuditConfig {
+        table: true,
+        ..AuditConfig::default()
+    };
+    let (a, _) = audit::start(config.clone(), Some(pool(&db))).await.unwrap();
+    let (b, _) = audit::start(config, Some(pool(&db))).await.unwrap();
+    for _ in 0..30 {
+        a.record(event_of("a")).unwrap();
+        b.record(event_of("b")).unwrap();
+    }
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+
+    let client = common::cluster().connect(&db).await.unwrap();
+    let table_lines: Vec<String> = client
+        .query("SELECT line FROM pgveil_audit.log ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let exported = dir.path().join("from-table.jsonl");
+    write_lines(&exported, &table_lines);
+    let report = audit::verify(&[exported]).unwrap();
+    assert!(report.is_intact(), "{report}");
+    assert_eq!(report.records, 60);
+    let counts = per_session(&table_lines);
+    assert_eq!(counts.get("a"), Some(&30));
+    assert_eq!(counts.get("b"), Some(&30));
 }

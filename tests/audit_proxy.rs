@@ -306,6 +306,10 @@ async fn policy_refusals_are_recorded_as_refused() {
     let client = proxy.connect("sam").await.unwrap();
     let count = "select count(*) from customers where email like '%@example.org'";
     client.simple_query(count).await.unwrap();
+    let email = "select email from customers limit 2";
+    client.simple_query(email).await.unwrap();
+    let star = "select * from customers limit 1";
+    client.simple_query(star).await.unwrap();
     let e = client.simple_query("set role postgres").await.unwrap_err();
     assert_eq!(code(&e), Some(&SqlState::INSUFFICIENT_PRIVILEGE));
     let e = client.prepare("set role postgres").await.unwrap_err();
@@ -327,17 +331,57 @@ async fn policy_refusals_are_recorded_as_refused() {
         verdicts,
         vec![
             ("rewritten", None, Some(1)),
+            ("rewritten", None, Some(2)),
+            ("rewritten", None, Some(1)),
             ("refused", Some("42501"), None),
             ("refused", Some("42501"), None),
             ("forwarded", None, Some(1)),
         ]
     );
     assert_eq!(records[0]["statement"], audit::normalize(count));
-    assert!(records[1]["reason"].as_str().unwrap().len() > 5);
+    assert_eq!(records[1]["statement"], audit::normalize(email));
+    for r in &records[..2] {
+        assert_eq!(
+            r["tables"],
+            serde_json::json!([{
+                "table": "public.customers",
+                "access": "read",
+                "classification": "identity",
+                "columns": [{ "column": "email", "classification": "identity" }]
+            }]),
+            "{r}"
+        );
+    }
+    // `*` reads what the standard view shows: no sensitive column.
+    let star_columns: Vec<(&str, &str)> = records[2]["tables"][0]["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["column"].as_str().unwrap(),
+                c["classification"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        star_columns.contains(&("email", "identity")),
+        "{star_columns:?}"
+    );
+    assert!(star_columns.contains(&("date_of_birth", "personal")));
+    assert!(star_columns.contains(&("country", "non_personal")));
+    assert!(!star_columns
+        .iter()
+        .any(|(c, _)| *c == "religion" || *c == "health_notes"));
+    assert_eq!(
+        records[2]["tables"][0]["classification"],
+        "identity, non_personal, personal"
+    );
+    assert!(records[3]["reason"].as_str().unwrap().len() > 5);
     for r in &records {
         assert_eq!(r["user"], "sam");
         assert_eq!(r["view_set"], "standard");
         assert!(r["role"].as_str().is_some_and(|role| role != "postgres"));
     }
-    assert_intact(&file, 4);
+    assert_intact(&file, 6);
 }

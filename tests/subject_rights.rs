@@ -4,7 +4,8 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 use pgveil::crm::{self, LoadOptions};
 use pgveil::policy::{Class, EraseRule, Policy};
@@ -70,6 +71,15 @@ async fn busy_customer(c: &Client) -> i64 {
     .await
     .unwrap()
     .get(0)
+}
+
+/// Destruction records written by retention runs.
+const RETENTION_RECORDS: &str =
+    "SELECT count(*) FROM pgveil_private.destruction_log WHERE trigger = 'retention'";
+
+/// The count a query returns.
+async fn count(c: &Client, sql: &str) -> i64 {
+    c.query_one(sql, &[]).await.unwrap().get(0)
 }
 
 async fn text(c: &Client, sql: &str, id: i64) -> Option<String> {
@@ -203,7 +213,7 @@ async fn export_returns_every_table_with_real_values_and_classes() {
 async fn private_tables_are_closed_to_every_view_set_role() {
     let crm = crm_db("subject_private").await;
     let (c, policy) = (&crm.client, &crm.policy);
-    subject::review_list(c, policy).await.unwrap();
+    subject::review_list(c, policy, "olivia").await.unwrap();
     let roles = policy.login_roles();
     assert!(roles.len() > 5);
     for role in roles {
@@ -340,11 +350,13 @@ async fn corrections_need_another_reviewer_and_a_current_value() {
     );
     assert_eq!(filed.record.action, Action::Correct);
     assert_eq!(filed.record.columns, vec!["customers.email".to_string()]);
-    let pending = subject::review_list(c, policy).await.unwrap();
+    let pending = subject::review_list(c, policy, "olivia").await.unwrap();
     assert_eq!(
-        pending.iter().map(|p| p.id).collect::<Vec<_>>(),
+        pending.value.iter().map(|p| p.id).collect::<Vec<_>>(),
         vec![corr.id]
     );
+    assert_eq!(pending.record.action, Action::ReviewList);
+    assert_eq!(pending.record.outcome, "1 pending corrections listed");
 
     let own = subject::approve(c, policy, corr.id, "sam").await;
     assert!(matches!(own, Err(SubjectError::SameReviewer(_))));
@@ -426,7 +438,8 @@ async fn corrections_need_another_reviewer_and_a_current_value() {
     }
     assert!("customers".parse::<Assignment>().is_err());
     // Failed requests filed nothing.
-    assert_eq!(subject::review_list(c, policy).await.unwrap().len(), 1);
+    let pending = subject::review_list(c, policy, "olivia").await.unwrap();
+    assert_eq!(pending.value.len(), 1);
 }
 
 /// Every column of `table` that holds data about a person, by the policy.
@@ -651,7 +664,14 @@ async fn retention_dry_run_changes_nothing_and_real_run_erases_only_inactive_cus
         .unwrap();
     assert!(dry.dry_run);
     assert_eq!(dry.subjects, expected as u64);
-    assert!(dry.records.is_empty());
+    assert_eq!(dry.records.len(), 1);
+    assert_eq!(
+        dry.records[0].outcome,
+        format!(
+            "dry run: {expected} subjects and {} rows would be erased",
+            dry.tables.iter().map(|t| t.rows).sum::<u64>()
+        )
+    );
     let after_dry: String = c.query_one(digest, &[]).await.unwrap().get(0);
     assert_eq!(after_dry, before, "a dry run changed data");
     let logged: i64 = c
@@ -693,19 +713,223 @@ async fn retention_dry_run_changes_nothing_and_real_run_erases_only_inactive_cus
         .unwrap()
         .get(0);
     assert_eq!(total, 300);
-    let logged: i64 = c
-        .query_one(
-            "SELECT count(*) FROM pgveil_private.destruction_log WHERE trigger = 'retention'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(logged, expected);
+    assert_eq!(count(c, RETENTION_RECORDS).await, expected);
 
     // Anonymized rows are not erased twice.
     let second = subject::retention_run(c, policy, false, "cron")
         .await
         .unwrap();
     assert_eq!(second.subjects, 0);
+}
+
+/// A pgveil.toml for database `db` of the test cluster (administrator
+/// login, the example policy, a privacy log in `log/`); returns its path
+/// and the live log file.
+fn cli_config(db: &str) -> (PathBuf, PathBuf) {
+    let cluster = common::cluster();
+    let dir = tempfile::tempdir().unwrap().keep();
+    std::fs::create_dir(dir.join("log")).unwrap();
+    std::fs::write(dir.join("backend.pw"), cluster.password()).unwrap();
+    std::fs::write(dir.join("role.secret"), SECRET).unwrap();
+    let policies = std::fs::canonicalize("policies").unwrap();
+    let toml = format!(
+        "policy = \"{}\"\n\n[backend]\nhost = \"{}\"\nport = {}\ndatabase = \"{db}\"\nuser = \"{}\"\n\
+         password_file = \"backend.pw\"\nrole_secret_file = \"role.secret\"\ntls = \"disable\"\n\n\
+         [audit]\nfile = \"log/pgveil-audit.jsonl\"\n",
+        policies.display(),
+        cluster.host(),
+        cluster.port(),
+        cluster.superuser(),
+    );
+    let path = dir.join("pgveil.toml");
+    std::fs::write(&path, toml).unwrap();
+    (path, dir.join("log").join("pgveil-audit.jsonl"))
+}
+
+/// Runs the pgveil binary with `args`, then `--config config --actor actor`.
+fn pgveil(config: &Path, actor: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pgveil"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .args(["--actor", actor])
+        .output()
+        .unwrap()
+}
+
+/// Like [`pgveil`]; the command must succeed. Returns the JSON documents
+/// it printed.
+fn pgveil_ok(config: &Path, actor: &str, args: &[&str]) -> Vec<serde_json::Value> {
+    let out = pgveil(config, actor, args);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "pgveil {args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::Deserializer::from_str(&stdout)
+        .into_iter::<serde_json::Value>()
+        .map(|v| v.unwrap())
+        .collect()
+}
+
+/// The records of a privacy log file.
+fn log_records(file: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn cli_requests_land_in_the_privacy_log_and_keep_its_chain() {
+    let crm = crm_db("subject_cli").await;
+    let (c, policy) = (&crm.client, &crm.policy);
+    let (config, log) = cli_config(&crm.db);
+    let id = busy_customer(c).await;
+    let sid = id.to_string();
+    let reference = subject::customer_ref(c, policy, &sid).await.unwrap();
+
+    let export = pgveil_ok(
+        &config,
+        "olivia",
+        &["subject", "export", "--customer", &sid],
+    );
+    assert_eq!(
+        export[0]["tables"]["customers"][0]["email"]["value"].as_str(),
+        email(c, id).await.as_deref()
+    );
+    let purpose = ["--purpose", "direct_marketing"];
+    let opt_out = ["subject", "opt-out", "--customer", &sid];
+    pgveil_ok(&config, "sam", &[&opt_out[..], &purpose[..]].concat());
+    let opt_in = ["subject", "opt-in", "--customer", &sid];
+    pgveil_ok(&config, "sam", &[&opt_in[..], &purpose[..]].concat());
+    let correct = |value: &str| {
+        let set = format!("customers.city={value}");
+        let filed = pgveil_ok(
+            &config,
+            "sam",
+            &["subject", "correct", "--customer", &sid, "--set", &set],
+        );
+        filed[0][0]["id"].as_i64().unwrap().to_string()
+    };
+    let first = correct("Kaunas");
+    pgveil_ok(&config, "olivia", &["subject", "review", "list"]);
+    pgveil_ok(&config, "olivia", &["subject", "review", "approve", &first]);
+    let second = correct("Atlantis");
+    let reject = [
+        "subject", "review", "reject", &second, "--reason", "no proof",
+    ];
+    pgveil_ok(&config, "olivia", &reject);
+    let unknown = pgveil(
+        &config,
+        "olivia",
+        &["subject", "export", "--customer", "999999"],
+    );
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no data subject with key 999999"));
+    pgveil_ok(&config, "olivia", &["subject", "erase", "--customer", &sid]);
+
+    // Retention, dry and real, as `pgveil retention run`.
+    let expired = "SELECT count(*) FROM customers WHERE last_active_at < now() - interval '3 years' \
+                   AND customer_id::text NOT IN (SELECT key FROM pgveil_private.anonymized_subjects)";
+    let expected = count(c, expired).await;
+    assert!(expected > 0);
+    let dry = pgveil_ok(&config, "cron", &["retention", "run", "--dry-run"]);
+    assert_eq!(dry[0]["subjects"], expected);
+    let real = pgveil_ok(&config, "cron", &["retention", "run"]);
+    assert_eq!(real[0]["subjects"], expected);
+    assert_eq!(real[0]["tables"], dry[0]["tables"]);
+    assert_eq!(count(c, expired).await, 0, "expired customers left");
+    let personal_left = "SELECT count(*) FROM customers \
+        WHERE last_active_at < now() - interval '3 years' \
+        AND (customer_id > 0 OR email IS NOT NULL OR first_name <> 'erased')";
+    assert_eq!(count(c, personal_left).await, 0);
+    assert_eq!(count(c, RETENTION_RECORDS).await, expected);
+
+    // The log's chain holds every request, as `pgveil audit verify` says.
+    let verify = Command::new(env!("CARGO_BIN_EXE_pgveil"))
+        .arg("audit")
+        .arg("verify")
+        .arg(&log)
+        .output()
+        .unwrap();
+    let verdict = String::from_utf8_lossy(&verify.stdout);
+    assert!(verify.status.success(), "{verdict}");
+    assert!(verdict.contains("OK: the chain is intact"), "{verdict}");
+
+    let records = log_records(&log);
+    let summary: Vec<(&str, &str, &str)> = records
+        .iter()
+        .map(|r| {
+            (
+                r["action"].as_str().unwrap(),
+                r["verdict"].as_str().unwrap(),
+                r["user"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let mut want = vec![
+        ("export", "done", "olivia"),
+        ("opt_out", "done", "sam"),
+        ("opt_in", "done", "sam"),
+        ("correct", "done", "sam"),
+        ("review_list", "done", "olivia"),
+        ("approve", "done", "olivia"),
+        ("correct", "done", "sam"),
+        ("reject", "done", "olivia"),
+        ("export", "failed", "olivia"),
+        ("erase", "done", "olivia"),
+        ("retention", "done", "cron"),
+    ];
+    want.extend((0..expected).map(|_| ("retention", "done", "cron")));
+    assert_eq!(summary, want);
+    for r in &records {
+        assert_eq!(r["event"], "subject");
+        assert_eq!(r["application_name"], "pgveil subject");
+    }
+    for i in [0, 1, 2, 3, 5, 6, 7, 9] {
+        assert_eq!(
+            records[i]["subject_ref"],
+            reference.as_str(),
+            "{}",
+            records[i]
+        );
+    }
+    assert_eq!(records[1]["purpose"], "direct_marketing");
+    assert_eq!(
+        records[1]["tables"],
+        serde_json::json!([{ "table": "public.consents", "access": "write",
+            "classification": "non_personal",
+            "columns": [{ "column": "granted", "classification": "non_personal" }] }])
+    );
+    assert_eq!(
+        records[3]["tables"],
+        serde_json::json!([{ "table": "public.customers", "access": "read",
+            "classification": "personal",
+            "columns": [{ "column": "city", "classification": "personal" }] }])
+    );
+    let exported = &records[0]["tables"][0];
+    assert_eq!(exported["table"], "public.customers");
+    assert_eq!(exported["access"], "read");
+    assert_eq!(
+        exported["classification"],
+        "identity, non_personal, personal, sensitive"
+    );
+    assert_eq!(records[8]["reason"], "no data subject with this key");
+    assert!(!records[8].to_string().contains("999999"));
+    assert!(records[9]["outcome"]
+        .as_str()
+        .unwrap()
+        .starts_with("erased; destruction record"));
+    assert!(records[10]["outcome"]
+        .as_str()
+        .unwrap()
+        .starts_with(&format!("dry run: {expected} subjects")));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !text.contains(&format!("\"{sid}\"")),
+        "the log names the subject key"
+    );
 }

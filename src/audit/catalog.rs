@@ -1,7 +1,27 @@
 //! The protected tables the writer looks for in statements, with their
-//! classification summaries.
+//! columns, each column's classification and the view sets that hide it.
 
 use std::collections::HashMap;
+
+/// One column of a protected table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtectedColumn {
+    /// Column name.
+    pub name: String,
+    /// Its classification, e.g. `identity`; None when the policy does not
+    /// classify it.
+    pub classification: Option<String>,
+    /// View sets whose views leave the column out.
+    pub hidden_in: Vec<String>,
+}
+
+impl ProtectedColumn {
+    /// Whether a session of `view_set` can read the column (sessions
+    /// outside every view set, e.g. the administrator, read all columns).
+    pub fn visible_in(&self, view_set: Option<&str>) -> bool {
+        view_set.is_none_or(|set| !self.hidden_in.iter().any(|h| h == set))
+    }
+}
 
 /// One protected base table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -10,8 +30,8 @@ pub struct ProtectedTable {
     pub schema: String,
     /// Table name, e.g. `customers`.
     pub table: String,
-    /// Summary of its classification, e.g. `personal: email, phone`.
-    pub classification: Option<String>,
+    /// Its columns in table order.
+    pub columns: Vec<ProtectedColumn>,
 }
 
 impl ProtectedTable {
@@ -45,5 +65,22 @@ impl TableCatalog {
         qualifier
             .and_then(|q| candidates.iter().find(|t| t.schema == q))
             .or_else(|| candidates.first())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hidden_columns_are_visible_outside_their_view_sets() {
+        let column = ProtectedColumn {
+            name: "religion".into(),
+            classification: Some("sensitive".into()),
+            hidden_in: vec!["standard".into()],
+        };
+        assert!(!column.visible_in(Some("standard")));
+        assert!(column.visible_in(Some("personal")));
+        assert!(column.visible_in(None));
     }
 }

@@ -34,8 +34,9 @@ impl AuditError {
     }
 }
 
-/// Why [`crate::audit::AuditHandle::record`] refused an event; with
-/// `required = true` the proxy must then refuse the statement.
+/// Why the log cannot take an event now: [`crate::audit::AuditHandle::admit`]
+/// refuses a statement for it with `required = true`, and
+/// [`crate::audit::AuditHandle::record`] reports an event it dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AuditUnavailable {
     /// The buffer between the data path and the writer is full.

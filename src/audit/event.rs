@@ -39,6 +39,20 @@ pub enum EventKind {
     Statement,
     /// A failed login.
     LoginFailed,
+    /// A data-subject request (`pgveil subject ...`, `pgveil retention run`).
+    Subject,
+}
+
+/// What a data-subject request did, as the privacy log records it. It
+/// names the subject only by its keyed reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubjectAction {
+    /// The request, e.g. `export`, `opt_out`, `erase`.
+    pub action: String,
+    /// Keyed reference of the data subject, when the request is about one.
+    pub subject_ref: Option<String>,
+    /// What happened, in a few words.
+    pub outcome: String,
 }
 
 /// What the proxy did with the statement.
@@ -120,6 +134,8 @@ pub struct AuditEvent {
     pub duration: Option<Duration>,
     /// SQLSTATE of the error the client received, if any.
     pub sqlstate: Option<String>,
+    /// The data-subject request, for [`EventKind::Subject`].
+    pub subject: Option<SubjectAction>,
 }
 
 impl AuditEvent {
@@ -139,6 +155,29 @@ impl AuditEvent {
             rows: None,
             duration: None,
             sqlstate: None,
+            subject: None,
+        }
+    }
+
+    /// A data-subject request done now, touching `tables`; `verdict` is
+    /// [`AuditVerdict::Refused`] with the error when it failed.
+    pub fn subject(
+        session: Arc<SessionInfo>,
+        action: SubjectAction,
+        tables: Vec<TableAccess>,
+        verdict: AuditVerdict,
+    ) -> Self {
+        AuditEvent {
+            session,
+            kind: EventKind::Subject,
+            time: SystemTime::now(),
+            sql: None,
+            tables,
+            verdict,
+            rows: None,
+            duration: None,
+            sqlstate: None,
+            subject: Some(action),
         }
     }
 
@@ -158,6 +197,7 @@ impl AuditEvent {
             rows: None,
             duration: None,
             sqlstate: Some(sqlstate.to_string()),
+            subject: None,
         }
     }
 

@@ -1,11 +1,18 @@
 //! The JSON Lines sink: appends record lines to the live file, rotates it
 //! by size (`FILE` → `FILE.1` → `FILE.2` ...), keeps the head file current,
 //! and finds the chain's last link again after a restart or a failure.
+//!
+//! Several processes may write one log (the proxy and `pgveil subject`):
+//! each batch is written under an exclusive lock on `FILE.lock`, and a
+//! writer that finds the live file changed since its own last write takes
+//! the chain's last link from the files before it renders its batch.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+use fs4::FileExt;
 
 use super::chain::{hash_line, head_path, read_head, write_head, ChainFields, Link};
 use super::AuditError;
@@ -22,6 +29,31 @@ pub struct FileSink {
     /// Set after a failed write: the next append first looks for lines of
     /// the failed batch that did reach the file.
     interrupted: bool,
+    /// The live file as this sink left it (device, inode, size); None
+    /// before the first recovery.
+    left: Option<(u64, u64, u64)>,
+}
+
+/// The exclusive lock of a log, held until dropped: an flock on `FILE.lock`
+/// beside the live file (a file that is never renamed).
+pub struct LogLock {
+    _file: File,
+}
+
+/// The lock held, and the chain's last link when another writer appended
+/// since this sink last wrote (or the sink had not read it yet).
+pub struct Locked {
+    /// Released when dropped.
+    pub lock: LogLock,
+    /// The last link found in the files, if it must replace the writer's.
+    pub moved: Option<Link>,
+}
+
+/// `FILE.lock`.
+pub fn lock_path(live: &Path) -> PathBuf {
+    let mut name = live.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
 }
 
 struct OpenFile {
@@ -60,14 +92,48 @@ impl FileSink {
             keep,
             open: None,
             interrupted: false,
+            left: None,
+        }
+    }
+
+    /// Takes the log's lock, waiting for other writers, and finds out
+    /// whether one of them appended since this sink last wrote.
+    pub fn lock(&mut self) -> Result<Locked, AuditError> {
+        let path = lock_path(&self.path);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| AuditError::io(&path, e))?;
+        FileExt::lock(&file).map_err(|e| AuditError::io(&path, e))?;
+        let lock = LogLock { _file: file };
+        // After a failed write of its own the sink keeps its link: the
+        // lines that did reach the file are found again by `append`.
+        let unchanged = self.left.is_some() && self.left == self.current()?;
+        let moved = if self.interrupted || unchanged {
+            None
+        } else {
+            Some(self.recover()?)
+        };
+        Ok(Locked { lock, moved })
+    }
+
+    /// Device, inode and size of the live file; None if it does not exist.
+    fn current(&self) -> Result<Option<(u64, u64, u64)>, AuditError> {
+        match std::fs::metadata(&self.path) {
+            Ok(m) => Ok(Some((m.dev(), m.ino(), m.len()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(AuditError::io(&self.path, e)),
         }
     }
 
     /// Opens the live file and returns the last link of the chain. A head
     /// file ahead of the files (their tail was cut off) wins, so the next
     /// record shows the gap instead of hiding it.
-    pub fn recover(&mut self) -> Result<Link, AuditError> {
+    fn recover(&mut self) -> Result<Link, AuditError> {
         self.ensure_open()?;
+        self.left = self.current()?;
         let in_files = match self.last_line(&self.path)? {
             Some(line) => Some(line),
             None => self.last_line(&rotated_path(&self.path, 1))?,
@@ -101,9 +167,13 @@ impl FileSink {
         end: &Link,
     ) -> Result<(), AuditError> {
         let result = self.try_append(lines, first_seq, end);
-        if result.is_err() {
-            self.open = None;
-            self.interrupted = true;
+        match result {
+            // Unknown state makes the next lock read the files again.
+            Ok(()) => self.left = self.current().ok().flatten(),
+            Err(_) => {
+                self.open = None;
+                self.interrupted = true;
+            }
         }
         result
     }

@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::catalog::TableCatalog;
+use super::chain::Link;
 use super::config::AuditConfig;
 use super::event::AuditEvent;
 use super::file_sink::FileSink;
@@ -43,7 +44,7 @@ pub async fn start(
         None => None,
     };
     let last = match (&mut file, from_table) {
-        (Some(f), _) => f.recover()?,
+        (Some(f), _) => f.lock()?.moved.unwrap_or_else(Link::genesis),
         (None, Some(link)) => link,
         (None, None) => return Err(AuditError::Config("no sink".into())),
     };
@@ -66,17 +67,26 @@ pub async fn start(
 }
 
 impl AuditHandle {
-    /// Queues one event without waiting; the writer keeps retrying a failing
-    /// sink, so an event of a statement that was admitted and ran is kept
-    /// while the sink recovers. Err (with `required = true`) means the event
-    /// cannot be queued at all; with `required = false` such an event is
-    /// dropped and counted, and the result is Ok.
+    /// Queues one event without waiting. An event that cannot be queued
+    /// (buffer full, writer stopped) is dropped and counted; the result is
+    /// then Err with `required = true` and Ok otherwise. Events are queued
+    /// while a sink fails, so the statements that already ran are written
+    /// once it recovers; [`Self::admit`] is what refuses new statements.
     pub fn record(&self, event: AuditEvent) -> Result<(), AuditUnavailable> {
         match self.tx.try_send(Message::Event(Box::new(event))) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => self.lost(AuditUnavailable::Full),
             Err(TrySendError::Closed(_)) => self.lost(AuditUnavailable::Stopped),
         }
+    }
+
+    /// Queues one event, waiting while the buffer is full; for callers
+    /// off the data path that must not lose a record (`pgveil subject`).
+    pub async fn record_waiting(&self, event: AuditEvent) -> Result<(), AuditError> {
+        self.tx
+            .send(Message::Event(Box::new(event)))
+            .await
+            .map_err(|_| AuditError::Stopped)
     }
 
     /// Whether a statement may run now: always Ok with `required = false`;

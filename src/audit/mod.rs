@@ -1,12 +1,15 @@
-//! The privacy log: one record per statement, refused statement and failed
-//! login, written off the data path to a hash-chained JSON Lines file (and
-//! optionally the table `pgveil_audit.log`).
+//! The privacy log: one record per statement, refused statement, failed
+//! login and data-subject request, written off the data path to a
+//! hash-chained JSON Lines file (and optionally the table `pgveil_audit.log`).
 //!
 //! The data path builds an [`AuditEvent`] and calls [`AuditHandle::record`],
 //! which never waits: it pushes into a bounded channel. A background writer
 //! normalizes statements (literals become `?`), finds the protected tables
-//! they name, chains each record to the previous one by SHA-256 and writes
-//! batches to the sinks. With `required = true` the handle refuses events
+//! and columns they use (with their classification, from the
+//! [`TableCatalog`] the server derives from the policy), chains each record
+//! to the previous one by SHA-256 and writes batches to the sinks. Several
+//! processes may append to one log: batches are written under a lock and
+//! continue the chain from what the others wrote. With `required = true` the handle refuses events
 //! while the buffer is full or a sink is failing, so the proxy can fail
 //! closed. [`verify`] checks a chain; it detects edited, removed, inserted
 //! and reordered records, and a cut-off tail through the `FILE.head` file.
@@ -30,13 +33,13 @@ mod tag;
 mod verify;
 mod writer;
 
-pub use catalog::{ProtectedTable, TableCatalog};
+pub use catalog::{ProtectedColumn, ProtectedTable, TableCatalog};
 pub use chain::{head_path, GENESIS};
 pub use config::AuditConfig;
 pub use error::{AuditError, AuditUnavailable};
 pub use event::{
     new_session_id, Access, AuditEvent, AuditVerdict, ColumnAccess, EventKind, SessionInfo,
-    TableAccess,
+    SubjectAction, TableAccess,
 };
 pub use file_sink::{log_files, rotated_path};
 pub use handle::{start, AuditHandle};

@@ -1,12 +1,15 @@
 //! Statement normalization for the log: literal values become `?`,
 //! comments and runs of whitespace become one space; and the protected
-//! tables a statement names, with how it uses them.
+//! tables a statement names, with how it uses them and which of their
+//! columns it names.
+
+use std::collections::{BTreeSet, HashSet};
 
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::tokenizer::{Token, Tokenizer, Word};
 
-use super::catalog::TableCatalog;
-use super::event::{Access, TableAccess};
+use super::catalog::{ProtectedTable, TableCatalog};
+use super::event::{Access, ColumnAccess, TableAccess};
 
 /// A statement as it is logged.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,12 +30,13 @@ pub fn normalize(sql: &str) -> String {
     }
 }
 
-/// [`normalize`] plus the protected tables of `catalog` named in `sql`.
-pub fn analyse(sql: &str, catalog: &TableCatalog) -> Normalized {
+/// [`normalize`] plus the protected tables of `catalog` named in `sql`,
+/// each with the columns a session of `view_set` reads or writes by it.
+pub fn analyse(sql: &str, catalog: &TableCatalog, view_set: Option<&str>) -> Normalized {
     match tokenize(sql) {
         Some(tokens) => Normalized {
             text: render(&tokens),
-            tables: tables_named(&significant(tokens), catalog),
+            tables: tables_named(&significant(tokens), catalog, view_set),
         },
         None => Normalized {
             text: scrub(sql),
@@ -192,31 +196,116 @@ fn is_keyword(token: Option<&Token>, keyword: &str) -> bool {
     matches!(token, Some(Token::Word(w)) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(keyword))
 }
 
-/// Every protected table named anywhere in the statement, with its access.
-fn tables_named(tokens: &[Token], catalog: &TableCatalog) -> Vec<TableAccess> {
-    let mut found: Vec<TableAccess> = Vec::new();
+/// What the tokens of a statement name.
+#[derive(Default)]
+struct Names<'c> {
+    /// Protected tables in order of appearance, with their access.
+    tables: Vec<(&'c ProtectedTable, Access)>,
+    /// Names that may be columns (last parts of names that are not tables).
+    columns: HashSet<String>,
+    /// Whether the statement selects or copies every column (`*`, `t.*`,
+    /// `COPY t TO`).
+    every_column: bool,
+}
+
+/// Every protected table named anywhere in the statement, with its access
+/// and the columns of it the statement uses: the ones it names, or with a
+/// `*` every column `view_set` shows.
+fn tables_named(
+    tokens: &[Token],
+    catalog: &TableCatalog,
+    view_set: Option<&str>,
+) -> Vec<TableAccess> {
+    let names = scan(tokens, catalog);
+    names
+        .tables
+        .iter()
+        .map(|(table, access)| {
+            let columns: Vec<ColumnAccess> = table
+                .columns
+                .iter()
+                .filter(|c| {
+                    names.columns.contains(&c.name)
+                        || (names.every_column && c.visible_in(view_set))
+                })
+                .map(|c| ColumnAccess {
+                    column: c.name.clone(),
+                    classification: c.classification.clone(),
+                })
+                .collect();
+            TableAccess {
+                table: table.qualified(),
+                access: *access,
+                classification: classes(&columns),
+                columns,
+            }
+        })
+        .collect()
+}
+
+fn scan<'c>(tokens: &[Token], catalog: &'c TableCatalog) -> Names<'c> {
+    let mut names = Names::default();
     let mut i = 0;
     while i < tokens.len() {
+        if is_star(tokens, i) {
+            names.every_column = true;
+            i += 1;
+            continue;
+        }
         let Some(parts) = dotted_name(tokens, i) else {
             i += 1;
             continue;
         };
         let end = i + 2 * parts.len() - 1;
         let access = access_at(tokens, i, end);
+        let mut table_at = None;
         for (k, part) in parts.iter().enumerate() {
             let qualifier = k.checked_sub(1).map(|q| parts[q].as_str());
             if let Some(table) = catalog.lookup(qualifier, part) {
-                add(
-                    &mut found,
-                    table.qualified(),
-                    table.classification.clone(),
-                    access,
-                );
+                add(&mut names.tables, table, access);
+                table_at = Some(k);
             }
+        }
+        let last = parts.len() - 1;
+        if table_at == Some(last) {
+            names.every_column |= copies_whole_table(tokens, i, end);
+        } else if !matches!(tokens.get(end), Some(Token::LParen)) {
+            names.columns.insert(parts[last].clone());
         }
         i = end;
     }
-    found
+    names
+}
+
+/// Whether the `*` at `i` stands for every column (`select *`, `t.*`,
+/// `, *`), not for a multiplication or `count(*)`.
+fn is_star(tokens: &[Token], i: usize) -> bool {
+    if !matches!(tokens[i], Token::Mul) {
+        return false;
+    }
+    let prev = i.checked_sub(1).and_then(|p| tokens.get(p));
+    matches!(prev, Some(Token::Comma | Token::Period))
+        || ["select", "distinct", "all", "returning"]
+            .iter()
+            .any(|k| is_keyword(prev, k))
+}
+
+/// Whether the table name spanning `start..end` is a `COPY table TO`
+/// without a column list.
+fn copies_whole_table(tokens: &[Token], start: usize, end: usize) -> bool {
+    let prev = start.checked_sub(1).and_then(|p| tokens.get(p));
+    is_keyword(prev, "copy") && is_keyword(tokens.get(end), "to")
+}
+
+/// The classifications of `columns`, sorted and comma-separated
+/// (`unclassified` for columns the policy does not classify); None when
+/// no column is known.
+fn classes(columns: &[ColumnAccess]) -> Option<String> {
+    let set: BTreeSet<&str> = columns
+        .iter()
+        .map(|c| c.classification.as_deref().unwrap_or("unclassified"))
+        .collect();
+    (!set.is_empty()).then(|| set.into_iter().collect::<Vec<_>>().join(", "))
 }
 
 /// The parts of `a.b.c` starting at word `i`.
@@ -269,34 +358,63 @@ fn copies_in(tokens: &[Token], end: usize) -> bool {
     is_keyword(tokens.get(j), "from")
 }
 
-fn add(
-    found: &mut Vec<TableAccess>,
-    table: String,
-    classification: Option<String>,
+fn add<'c>(
+    found: &mut Vec<(&'c ProtectedTable, Access)>,
+    table: &'c ProtectedTable,
     access: Access,
 ) {
-    match found.iter_mut().find(|t| t.table == table) {
-        Some(t) => t.access = t.access.merge(access),
-        None => found.push(TableAccess {
-            table,
-            access,
-            classification,
-            columns: Vec::new(),
-        }),
+    match found.iter_mut().find(|(t, _)| std::ptr::eq(*t, table)) {
+        Some((_, a)) => *a = a.merge(access),
+        None => found.push((table, access)),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::catalog::ProtectedTable;
+    use crate::audit::catalog::{ProtectedColumn, ProtectedTable};
+
+    fn column(name: &str, class: Option<&str>, hidden_in: &[&str]) -> ProtectedColumn {
+        ProtectedColumn {
+            name: name.into(),
+            classification: class.map(str::to_owned),
+            hidden_in: hidden_in.iter().map(|s| s.to_string()).collect(),
+        }
+    }
 
     fn catalog() -> TableCatalog {
-        TableCatalog::new(["customers", "orders"].map(|t| ProtectedTable {
+        let customers = ProtectedTable {
             schema: "public".into(),
-            table: t.into(),
-            classification: Some(format!("{t}: personal")),
-        }))
+            table: "customers".into(),
+            columns: vec![
+                column("id", Some("identity"), &[]),
+                column("email", Some("identity"), &["analytics"]),
+                column("city", Some("personal"), &[]),
+                column("religion", Some("sensitive"), &["standard", "analytics"]),
+                column("note", None, &["standard", "analytics"]),
+            ],
+        };
+        let orders = ProtectedTable {
+            schema: "public".into(),
+            table: "orders".into(),
+            columns: vec![
+                column("id", Some("non_personal"), &[]),
+                column("customer_id", Some("identity"), &[]),
+            ],
+        };
+        TableCatalog::new([customers, orders])
+    }
+
+    fn analyse_as(sql: &str, view_set: Option<&str>) -> Normalized {
+        analyse(sql, &catalog(), view_set)
+    }
+
+    fn used(n: &Normalized, table: usize) -> Vec<(&str, Option<&str>)> {
+        n.tables[table]
+            .columns
+            .iter()
+            .map(|c| (c.column.as_str(), c.classification.as_deref()))
+            .collect()
     }
 
     #[test]
@@ -343,50 +461,119 @@ mod tests {
 
     #[test]
     fn protected_tables_are_found_with_access() {
-        let n = analyse(
+        let n = analyse_as(
             "insert into public.orders (customer_id) select id from Customers c where c.id = 1",
-            &catalog(),
+            None,
         );
         assert_eq!(n.tables.len(), 2);
         assert_eq!(n.tables[0].table, "public.orders");
         assert_eq!(n.tables[0].access, Access::Write);
         assert_eq!(
+            used(&n, 0),
+            vec![
+                ("id", Some("non_personal")),
+                ("customer_id", Some("identity"))
+            ]
+        );
+        assert_eq!(
             n.tables[0].classification.as_deref(),
-            Some("orders: personal")
+            Some("identity, non_personal")
         );
         assert_eq!(n.tables[1].table, "public.customers");
         assert_eq!(n.tables[1].access, Access::Read);
+        assert_eq!(used(&n, 1), vec![("id", Some("identity"))]);
     }
 
     #[test]
     fn writes_and_reads_of_one_table_merge() {
-        let n = analyse(
+        let n = analyse_as(
             "update customers set x = 1 where id in (select id from customers)",
-            &catalog(),
+            None,
         );
         assert_eq!(n.tables.len(), 1);
         assert_eq!(n.tables[0].access, Access::ReadWrite);
-        let copy_in = analyse("COPY customers (id, email) FROM STDIN", &catalog());
+        let copy_in = analyse_as("COPY customers (id, email) FROM STDIN", None);
         assert_eq!(copy_in.tables[0].access, Access::Write);
-        let copy_out = analyse("COPY customers TO STDOUT", &catalog());
+        assert_eq!(
+            used(&copy_in, 0),
+            vec![("id", Some("identity")), ("email", Some("identity"))]
+        );
+        let copy_out = analyse_as("COPY customers TO STDOUT", Some("standard"));
         assert_eq!(copy_out.tables[0].access, Access::Read);
-        let delete = analyse("DELETE FROM ONLY orders", &catalog());
+        assert_eq!(used(&copy_out, 0).len(), 3, "every visible column");
+        let delete = analyse_as("DELETE FROM ONLY orders", None);
         assert_eq!(delete.tables[0].access, Access::Write);
+        assert!(delete.tables[0].columns.is_empty());
+        assert_eq!(delete.tables[0].classification, None);
     }
 
     #[test]
     fn quoted_names_keep_their_case() {
-        assert!(analyse("select * from \"Customers\"", &catalog())
+        assert!(analyse_as("select * from \"Customers\"", None)
             .tables
             .is_empty());
         assert_eq!(
-            analyse("select * from \"customers\"", &catalog())
-                .tables
-                .len(),
+            analyse_as("select * from \"customers\"", None).tables.len(),
             1
         );
-        assert!(analyse("select * from sales_reps", &catalog())
+        assert!(analyse_as("select * from sales_reps", None)
             .tables
             .is_empty());
+    }
+
+    #[test]
+    fn named_columns_carry_their_classification() {
+        let n = analyse_as(
+            "select c.email, upper(city) from customers c where religion is null",
+            Some("personal"),
+        );
+        assert_eq!(
+            used(&n, 0),
+            vec![
+                ("email", Some("identity")),
+                ("city", Some("personal")),
+                ("religion", Some("sensitive"))
+            ]
+        );
+        assert_eq!(
+            n.tables[0].classification.as_deref(),
+            Some("identity, personal, sensitive")
+        );
+    }
+
+    #[test]
+    fn a_star_reads_the_columns_the_view_set_shows() {
+        let all = |view_set| {
+            let n = analyse_as("select * from customers", view_set);
+            used(&n, 0)
+                .into_iter()
+                .map(|(c, _)| c.to_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(all(Some("standard")), vec!["id", "email", "city"]);
+        assert_eq!(all(Some("analytics")), vec!["id", "city"]);
+        assert_eq!(
+            all(Some("admin")),
+            vec!["id", "email", "city", "religion", "note"]
+        );
+        let n = analyse_as(
+            "select o.*, c.city from orders o join customers c using (id)",
+            None,
+        );
+        assert_eq!(used(&n, 0).len(), 2);
+        assert_eq!(used(&n, 1).len(), 5);
+        assert_eq!(
+            n.tables[1].classification.as_deref(),
+            Some("identity, personal, sensitive, unclassified")
+        );
+    }
+
+    #[test]
+    fn counting_and_multiplying_read_no_column() {
+        let n = analyse_as("select count(*), 2 * 3 from customers", Some("standard"));
+        assert!(n.tables[0].columns.is_empty());
+        assert_eq!(n.tables[0].classification, None);
+        let n = analyse_as("select count(*) from customers where email like ?", None);
+        assert_eq!(used(&n, 0), vec![("email", Some("identity"))]);
     }
 }

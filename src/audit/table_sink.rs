@@ -1,7 +1,7 @@
 //! The PostgreSQL sink: the table `pgveil_audit.log`, in a schema no view
 //! role is granted, filled by one batched INSERT per batch of records.
 
-use deadpool_postgres::Pool;
+use deadpool_postgres::{GenericClient, Pool};
 
 use super::chain::{hash_line, ChainFields, Link};
 use super::AuditError;
@@ -53,6 +53,10 @@ ON CONFLICT (seq, prev_hash) DO NOTHING
 
 const LAST: &str = "SELECT line FROM pgveil_audit.log ORDER BY id DESC LIMIT 1";
 
+/// Serializes writers of the table (the proxy, `pgveil subject`) when the
+/// table is the only sink.
+const LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('pgveil_audit.log'))";
+
 /// The table sink.
 pub struct TableSink {
     pool: Pool,
@@ -71,18 +75,23 @@ impl TableSink {
     /// Creates the table if needed and returns the last link stored in it.
     pub async fn recover(&mut self) -> Result<Link, AuditError> {
         let client = self.client().await?;
-        let row = client.query_opt(LAST, &[]).await.map_err(table_error)?;
-        Ok(match row {
-            Some(row) => {
-                let line: String = row.try_get(0).map_err(table_error)?;
-                let seq = serde_json::from_str::<ChainFields>(&line).map_or(0, |f| f.seq);
-                Link {
-                    seq,
-                    hash: hash_line(line.as_bytes()),
-                }
-            }
-            None => Link::genesis(),
-        })
+        last_link(&client).await
+    }
+
+    /// Appends the lines `render` makes from the table's last link, in one
+    /// transaction under a lock shared with every other writer of the
+    /// table; returns the new last link.
+    pub async fn append_chained(
+        &mut self,
+        render: impl FnOnce(&Link) -> (Vec<String>, Link),
+    ) -> Result<Link, AuditError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(table_error)?;
+        tx.batch_execute(LOCK).await.map_err(table_error)?;
+        let (lines, end) = render(&last_link(&tx).await?);
+        tx.execute(INSERT, &[&lines]).await.map_err(table_error)?;
+        tx.commit().await.map_err(table_error)?;
+        Ok(end)
     }
 
     /// Inserts the record lines of one batch.
@@ -107,6 +116,21 @@ impl TableSink {
         }
         Ok(client)
     }
+}
+
+async fn last_link(client: &impl GenericClient) -> Result<Link, AuditError> {
+    let row = client.query_opt(LAST, &[]).await.map_err(table_error)?;
+    Ok(match row {
+        Some(row) => {
+            let line: String = row.try_get(0).map_err(table_error)?;
+            let seq = serde_json::from_str::<ChainFields>(&line).map_or(0, |f| f.seq);
+            Link {
+                seq,
+                hash: hash_line(line.as_bytes()),
+            }
+        }
+        None => Link::genesis(),
+    })
 }
 
 fn table_error(e: tokio_postgres::Error) -> AuditError {

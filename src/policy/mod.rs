@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 pub use error::{Location, PolicyError, Problem};
-pub use masks::ResolvedMask;
+pub use masks::{kind_name, ResolvedMask};
 pub use model::{
     Basis, Class, ColumnDef, DateUnit, EraseRule, Kind, MaskName, MaskSpec, PurposeDef,
     RetentionDef, ViewKind, ViewSetDef,

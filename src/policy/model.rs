@@ -445,6 +445,12 @@ pub struct ViewSetDef {
     pub kind: ViewKind,
     /// `anonymous`: smallest group an aggregate may report.
     pub min_group_size: Option<u32>,
+    /// `anonymous`: the fields `table.column` over which `pgveil report`
+    /// measures k-anonymity (default: the subject table's generalized and
+    /// categorical personal columns the set shows). Not part of the views,
+    /// so not part of the fingerprint either.
+    #[serde(default, skip_serializing)]
+    pub quasi_identifiers: Vec<String>,
     /// `opt_out` (required) and `selective` (optional): the purpose whose
     /// refusals remove rows.
     pub purpose: Option<String>,

@@ -324,3 +324,27 @@ fn erase_and_retention_rules_are_checked() {
     let bad_rule = problems(&format!("[tables.x]\nerase = \"shred\"\n{MINIMAL}"));
     assert!(bad_rule[0].to_string().contains("shred"), "{bad_rule:?}");
 }
+
+#[test]
+fn quasi_identifiers_must_be_shown_columns_of_an_anonymous_set() {
+    let set = |kind: &str, qi: &str| {
+        format!("{MINIMAL}\n[view_sets.stats]\nkind = \"{kind}\"\nmin_group_size = 5\nquasi_identifiers = [{qi}]\n")
+    };
+    assert!(from_text(&set("anonymous", "\"customers.region\"")).is_ok());
+    let hidden = problems(&set("anonymous", "\"customers.email\""));
+    assert!(
+        hidden[0]
+            .message
+            .contains("quasi-identifier \"customers.email\""),
+        "{hidden:?}"
+    );
+    assert!(problems(&set("anonymous", "\"customers.shoe_size\""))[0]
+        .message
+        .contains("customers.shoe_size"));
+    let wrong_kind =
+        problems(&set("standard", "\"customers.region\"").replace("min_group_size = 5\n", ""));
+    assert!(
+        wrong_kind[0].message.contains("only apply to anonymous"),
+        "{wrong_kind:?}"
+    );
+}

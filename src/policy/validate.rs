@@ -357,8 +357,31 @@ impl Validator<'_> {
                 "remove anonymize or make the kind selective",
             );
         }
+        self.quasi_identifiers(name, set, loc.clone());
         if let Some(purpose) = &set.purpose {
             self.purpose_usable(name, purpose, loc);
+        }
+    }
+
+    fn quasi_identifiers(&mut self, name: &str, set: &ViewSetDef, loc: Option<Location>) {
+        if set.kind != ViewKind::Anonymous && !set.quasi_identifiers.is_empty() {
+            self.push(
+                loc.clone(),
+                format!("view set {name}: quasi_identifiers only apply to anonymous view sets"),
+                "remove quasi_identifiers or make the kind anonymous",
+            );
+        }
+        for field in &set.quasi_identifiers {
+            let shown = field.split_once('.').is_some_and(|(table, column)| {
+                self.policy.mask_for(set, table, column).spec.mask != MaskName::Hide
+            });
+            if !self.has_column(field) || !shown {
+                self.push(
+                    loc.clone(),
+                    format!("view set {name}: quasi-identifier \"{field}\" is not a classified table.column that the view set shows"),
+                    "name columns as \"table.column\" that the view set does not hide",
+                );
+            }
         }
     }
 

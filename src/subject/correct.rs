@@ -171,22 +171,32 @@ pub async fn correct(
     })
 }
 
-/// The pending corrections, oldest first.
+/// The pending corrections, oldest first, as `reviewer` sees them.
 pub async fn review_list(
     client: &Client,
     policy: &Policy,
-) -> Result<Vec<Correction>, SubjectError> {
+    reviewer: &str,
+) -> Result<Outcome<Vec<Correction>>, SubjectError> {
     private::ensure(client, policy).await?;
     let sql = format!(
         "SELECT {FIELDS} FROM {}.corrections WHERE status = 'pending' ORDER BY id",
         private::schema(policy)
     );
-    Ok(client
+    let value: Vec<Correction> = client
         .query(&sql, &[])
         .await?
         .iter()
         .map(Correction::from_row)
-        .collect())
+        .collect();
+    let record = ActionRecord {
+        action: Action::ReviewList,
+        customer_ref: None,
+        purpose: None,
+        columns: vec![format!("{}.corrections", policy.settings().private_schema)],
+        actor: reviewer.to_string(),
+        outcome: format!("{} pending corrections listed", value.len()),
+    };
+    Ok(Outcome { value, record })
 }
 
 /// Every correction request about one subject (for its export).
@@ -403,7 +413,7 @@ async fn check_value(
             column: change.column.clone(),
             reason: format!(
                 "the value does not fit the column: {}",
-                super::db_message(&e)
+                crate::views::db_message(&e)
             ),
         })
 }

@@ -5,6 +5,9 @@
 //! per-table `erase` / `retention` rules, and returns an [`ActionRecord`]
 //! for the privacy log.
 //!
+//! [`run`] carries out one [`Request`] of the command line and
+//! [`SubjectLog`] writes its records into the privacy log.
+//!
 //! pgveil's own tables for this live in the private schema (created on first
 //! use, readable by no view-set role): `subject_key` (the key of customer
 //! references), `corrections` (the review queue), `destruction_log` (outlives
@@ -15,7 +18,9 @@ mod consent;
 mod correct;
 mod erase;
 mod export;
+mod log;
 mod private;
+mod request;
 mod retention;
 mod schema;
 
@@ -29,13 +34,15 @@ pub use consent::{opt_in, opt_out};
 pub use correct::{approve, correct, reject, review_list, Assignment, Correction};
 pub use erase::{erase, ErasureReport, TableErasure};
 pub use export::export;
+pub use log::SubjectLog;
+pub use request::{run, Done, Request};
 pub use retention::{retention_run, RetentionCount, RetentionReport};
 
 /// Errors of the data-subject layer.
 #[derive(Debug, thiserror::Error)]
 pub enum SubjectError {
     /// The database refused a query.
-    #[error("database error: {}", db_message(.0))]
+    #[error("database error: {}", crate::views::db_message(.0))]
     Db(#[from] tokio_postgres::Error),
     /// The catalog could not be read.
     #[error(transparent)]
@@ -86,10 +93,23 @@ pub enum SubjectError {
     Rule(String),
 }
 
-fn db_message(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{}: {}", db.code().code(), db.message()),
-        None => e.to_string(),
+impl SubjectError {
+    /// The reason the privacy log records for a failed request: the
+    /// message without values the requester typed (subject keys, new
+    /// values of corrections).
+    pub fn log_reason(&self) -> String {
+        match self {
+            SubjectError::Db(e) => match e.code() {
+                Some(code) => format!("database error {}", code.code()),
+                None => "database error".into(),
+            },
+            SubjectError::Views(_) => "the catalog could not be read".into(),
+            SubjectError::UnknownSubject(_) => "no data subject with this key".into(),
+            SubjectError::Column { table, column, .. } => {
+                format!("{table}.{column} cannot be corrected")
+            }
+            other => other.to_string(),
+        }
     }
 }
 
@@ -109,6 +129,8 @@ pub enum Action {
     Approve,
     /// A correction was rejected.
     Reject,
+    /// The pending corrections were listed for review.
+    ReviewList,
     /// A subject's data was erased on request.
     Erase,
     /// Expired data was erased by the retention rules.

@@ -10,10 +10,7 @@ use crate::views::hmac_sha256;
 
 use super::SubjectError;
 
-/// `name` as a quoted SQL identifier.
-pub fn ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
+pub use crate::views::ident;
 
 /// The private schema, quoted.
 pub fn schema(policy: &Policy) -> String {

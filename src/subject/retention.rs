@@ -34,7 +34,8 @@ pub struct RetentionReport {
     pub subjects: u64,
     /// Rows per table.
     pub tables: Vec<RetentionCount>,
-    /// Records for the privacy log (empty on a dry run).
+    /// Records for the privacy log: one per erasure, or one summary of a
+    /// dry run.
     pub records: Vec<ActionRecord>,
 }
 
@@ -80,7 +81,27 @@ pub async fn retention_run(
             expire_rows(client, policy, &subjects, table, rule, actor, &mut report).await?;
         }
     }
+    if dry_run {
+        report.records.push(dry_run_record(&report, actor));
+    }
     Ok(report)
+}
+
+/// The privacy-log record of a dry run: how much would be erased (it
+/// touches no table, so it names none).
+fn dry_run_record(report: &RetentionReport, actor: &str) -> ActionRecord {
+    let rows: u64 = report.tables.iter().map(|t| t.rows).sum();
+    ActionRecord {
+        action: Action::Retention,
+        customer_ref: None,
+        purpose: None,
+        columns: Vec::new(),
+        actor: actor.to_string(),
+        outcome: format!(
+            "dry run: {} subjects and {rows} rows would be erased",
+            report.subjects
+        ),
+    }
 }
 
 /// `column < now() - interval`, checked against the catalog.

@@ -36,6 +36,24 @@ pub async fn apply(
     }
 }
 
+/// The changes `apply` would make, found by running it in a transaction
+/// that is always rolled back; it waits at most 2 s for each lock, so it
+/// does not hold up sessions reading the views for long.
+pub async fn drift(
+    client: &Client,
+    policy: &Policy,
+    secret: &[u8],
+) -> Result<Vec<String>, ViewsError> {
+    client
+        .batch_execute("BEGIN; SET LOCAL lock_timeout = '2s'")
+        .await?;
+    let result = run(client, policy, secret).await;
+    let rolled_back = client.batch_execute("ROLLBACK").await;
+    let report = result?;
+    rolled_back?;
+    Ok(report.changes)
+}
+
 async fn run(client: &Client, policy: &Policy, secret: &[u8]) -> Result<ApplyReport, ViewsError> {
     client
         .batch_execute("SELECT pg_advisory_xact_lock(hashtext('pgveil apply'))")

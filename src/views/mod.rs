@@ -20,6 +20,7 @@ use crate::policy::{Location, Policy};
 pub use catalog::{read_catalog, Catalog, CatalogColumn, CatalogTable, ForeignKey, TypeCategory};
 pub use check::findings;
 pub use ddl::DdlProblem;
+pub use mask_sql::ident;
 pub use secret::{hmac_sha256, login_password, mask_key};
 
 /// Errors of the views layer.
@@ -41,7 +42,8 @@ pub enum ViewsError {
     },
 }
 
-fn db_message(e: &tokio_postgres::Error) -> String {
+/// A database error as `SQLSTATE: message` (or the client's own text).
+pub fn db_message(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{}: {}", db.code().code(), db.message()),
         None => e.to_string(),
@@ -134,6 +136,16 @@ pub async fn apply(
     secret: &[u8],
 ) -> Result<ApplyReport, ViewsError> {
     apply::apply(client, policy, secret).await
+}
+
+/// What `apply` would change (the drift between policy and database),
+/// without changing anything.
+pub async fn drift(
+    client: &Client,
+    policy: &Policy,
+    secret: &[u8],
+) -> Result<Vec<String>, ViewsError> {
+    apply::drift(client, policy, secret).await
 }
 
 /// Checks `policy` against the live catalog.

@@ -147,6 +147,13 @@ pub async fn start_crm_with(
     start_crm_configured(prefix, customers, |config| config.audit = audit).await
 }
 
+/// Like [`start_crm`], writing the demo's privacy log
+/// (`pgveil::demo::AUDIT_FILE` in [`Proxy::dir`]) as its `pgveil.toml` says,
+/// so the command line (`pgveil subject`, `pgveil report`) can share it.
+pub async fn start_crm_logged(prefix: &str, customers: u64) -> Proxy {
+    start_crm_configured(prefix, customers, |_| {}).await
+}
+
 /// Like [`start_crm`], with the configuration changed by `configure`.
 pub async fn start_crm_configured(
     prefix: &str,
