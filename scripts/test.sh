@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs pgveil's whole test suite on a fresh machine: installs what the tests
-# need when it is missing (PostgreSQL server, pgbouncer, pgJDBC, psycopg,
-# node-postgres), then runs cargo test. The tests start their own throwaway
+# need when it is missing (PostgreSQL server, pgJDBC, Java, Node.js,
+# Chromium, psycopg, node-postgres), then runs cargo test twice: with
+# session pooling, then with every proxy under transaction pooling
+# (PGVEIL_TEST_POOL_MODE=transaction). The tests start their own throwaway
 # PostgreSQL clusters; nothing needs to be running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,4 +29,7 @@ if [ ! -d tests/clients/node/node_modules/pg ]; then
   (cd tests/clients/node && npm ci --no-audit --no-fund --silent)
 fi
 
+echo "== test suite, session pooling" >&2
 cargo test --release "$@"
+echo "== test suite, transaction pooling" >&2
+PGVEIL_TEST_POOL_MODE=transaction cargo test --release "$@"
