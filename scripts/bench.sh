@@ -13,13 +13,15 @@
 #    PgBouncer 1.18 cannot run protocol-level prepared statements in
 #    transaction mode: that cell is n/a.
 # 2. The CRM workload (point lookup by id, list by region, search by email
-#    prefix, aggregate by country, an update) through pgveil as alice_north
-#    (sales rep: standard view set with a row filter and writes) and as root
+#    prefix, aggregate by country, an update) through pgveil as clerk (a
+#    standard view set that may update customers; bench-only policy), as
+#    alice_north (sales rep: standard view set with a row filter) and as root
 #    on the base tables, in each pool mode: TPS and per-statement latency.
-# 3. EXPLAIN of the workload's statements as alice_north's backend role,
-#    through the views.
+# 3. EXPLAIN of the workload's statements as clerk's and alice_north's
+#    backend roles, through the views.
 #
-# Environment: MODES="simple prepared", POOL_MODES="session transaction",
+# Environment: SECTIONS="1 2 3", MODES="simple prepared",
+# POOL_MODES="session transaction",
 # SESSION_POOL=40, TRANSACTION_POOL=8, SCALE=10, CUSTOMERS=100000,
 # CRM_CLIENTS=8. Starts its own throwaway PostgreSQL, PgBouncer and pgveil on
 # free ports and removes them afterwards. Needs the PostgreSQL server,
@@ -35,6 +37,7 @@ transaction_pool=${TRANSACTION_POOL:-8}
 scale=${SCALE:-10}
 customers=${CUSTOMERS:-100000}
 crm_clients=${CRM_CLIENTS:-8}
+sections=${SECTIONS:-"1 2 3"}
 root=$(cd "$(dirname "$0")/.." && pwd)
 veil="$root/target/release/pgveil"
 
@@ -89,9 +92,23 @@ psql -qX -h 127.0.0.1 -p "$pg_port" -U postgres -c "create database crm" postgre
 # ------------------------------------------------------------ pgveil setup
 mkdir -p "$work/policies"
 cp "$root/policies/crm.toml" "$work/policies/"
-cat > "$work/policies/pgbench.toml" <<'TOML'
+cat > "$work/policies/bench.toml" <<'TOML'
 # Benchmark only: pgbench's tables, protected like the CRM's, so that
-# pgbench -S through pgveil reads the privacy views.
+# pgbench -S through pgveil reads the privacy views; and a clerk who reads
+# the standard views and may update customers.
+[view_sets.clerk]
+description = "Benchmark: standard masking, no row filter, may update customers"
+kind = "standard"
+
+[view_sets.clerk.write]
+customers = ["non_personal"]
+
+[roles.clerk]
+view_sets = ["clerk"]
+
+[users.clerk]
+role = "clerk"
+
 [tables.pgbench_accounts.columns]
 aid = { class = "non_personal", kind = "id" }
 bid = { class = "non_personal", kind = "id" }
@@ -120,7 +137,7 @@ TOML
 echo "$password" > "$work/backend.pw"
 head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$work/role.secret"
 users=""
-for user in sam root alice_north; do
+for user in sam root alice_north clerk; do
   users+=$(echo "$password" | "$veil" passwd "$user")$'\n'
 done
 
@@ -194,6 +211,9 @@ tps() { # port user mode clients [pgbench args...]
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b == 0) print "-"; else printf "%.2f", a / b }'; }
 
+section() { [[ " $sections " == *" $1 "* ]]; }
+
+if section 1; then
 printf "\n1. pgbench -S, scale %s, %ss per run, %s cores; pools: session %s, transaction %s\n" \
   "$scale" "$secs" "$(nproc)" "$session_pool" "$transaction_pool"
 printf "   pgveil as sam rewrites every statement onto the standard views; as root it passes them through\n"
@@ -214,6 +234,7 @@ for mode in $modes; do
     done
   done
 done
+fi
 
 # ------------------------------------------------------------ CRM workload
 mkdir -p "$work/crm"
@@ -238,40 +259,47 @@ UPDATE customers SET last_active_at = now() WHERE customer_id = :id;
 SQL
 weights="-f $work/crm/point.sql@40 -f $work/crm/region.sql@20 -f $work/crm/email.sql@20 -f $work/crm/country.sql@5 -f $work/crm/update.sql@15"
 
+if section 2; then
 printf "\n2. CRM workload (%s customers): point 40%%, region 20%%, email prefix 20%%, country 5%%, update 15%%; %s clients, %ss, extended protocol\n" \
   "$customers" "$crm_clients" "$secs"
-printf "   alice_north: sales rep, standard view set with a row filter (her region) and writes; root: base tables\n"
-printf "%-12s %12s %12s %14s\n" pool alice_tps root_tps alice/root
+printf "   clerk: standard view set, may update customers; alice_north: standard view set with a row filter (her region); root: base tables\n"
+printf "%-12s %10s %10s %10s %11s %11s\n" pool clerk_tps alice_tps root_tps clerk/root alice/root
+crm_users="clerk alice_north root"
 for pm in $pool_modes; do
-  for user in alice_north root; do
+  for user in $crm_users; do
     # shellcheck disable=SC2086
     "$pgbench" -n -M extended -r -c "$crm_clients" -j 2 -T "$secs" -h 127.0.0.1 -p "${veil_port[$pm]}" -U "$user" \
-      $weights crm > "$work/crm-$pm-$user.out" 2>/dev/null || true
+      $weights crm > "$work/crm-$pm-$user.out" 2>"$work/crm-$pm-$user.err" || true
   done
+  c=$(awk '/^tps/ {printf "%.0f", $3}' "$work/crm-$pm-clerk.out")
   a=$(awk '/^tps/ {printf "%.0f", $3}' "$work/crm-$pm-alice_north.out")
   r=$(awk '/^tps/ {printf "%.0f", $3}' "$work/crm-$pm-root.out")
-  printf "%-12s %12s %12s %14s\n" "$pm" "$a" "$r" "$(ratio "$a" "$r")"
+  printf "%-12s %10s %10s %10s %11s %11s\n" "$pm" "$c" "$a" "$r" "$(ratio "$c" "$r")" "$(ratio "$a" "$r")"
 done
 latencies() { # file: statement latency in ms per script, in script order
   awk '/^SQL script/ {name=$4} /^ +[0-9.]+ +[0-9]+ +(SELECT|UPDATE)/ {printf "%s %s\n", name, $1}' "$1"
 }
 for pm in $pool_modes; do
   printf "\n   per-statement latency (ms), %s pooling:\n" "$pm"
-  paste <(latencies "$work/crm-$pm-alice_north.out") <(latencies "$work/crm-$pm-root.out") \
-    | awk '{ n=$1; sub(".*/", "", n); printf "   %-12s alice %8s  root %8s  alice/root %6.2f\n", n, $2, $4, ($4 > 0 ? $2 / $4 : 0) }'
+  paste <(latencies "$work/crm-$pm-clerk.out") <(latencies "$work/crm-$pm-alice_north.out") <(latencies "$work/crm-$pm-root.out") \
+    | awk '{ n=$1; sub(".*/", "", n); printf "   %-12s clerk %7s  alice %7s  root %7s  clerk/root %5.2f  alice/root %5.2f\n", n, $2, $4, $6, ($6 > 0 ? $2 / $6 : 0), ($6 > 0 ? $4 / $6 : 0) }'
 done
+fi
 
 # ------------------------------------------------------------ plans
-printf "\n3. Plans through alice_north's views (as her backend role, after pgveil's rewrite)\n"
+if section 3; then
+printf "\n3. Plans through the views (as the user's backend role, after pgveil's rewrite)\n"
+for user in clerk alice_north; do
 for sql in \
   "SELECT customer_id, first_name, last_name, email, city FROM customers WHERE customer_id = 4242" \
   "SELECT customer_id, last_name, email, city FROM customers WHERE region = 'north' ORDER BY customer_id LIMIT 50" \
   "SELECT customer_id, email FROM customers WHERE email LIKE 'ba%' ORDER BY email LIMIT 20" \
+  "SELECT country, count(*) FROM customers GROUP BY country ORDER BY country" \
   "UPDATE customers SET last_active_at = now() WHERE customer_id = 4242"; do
-  explained=$("$veil" explain -c "$work/veil-session.toml" --user alice_north "$sql")
+  explained=$("$veil" explain -c "$work/veil-${pool_modes%% *}.toml" --user "$user" "$sql")
   role=$(awk '/^login role:/ {print $3}' <<<"$explained")
   rewritten=$(sed -n 's/^SQL: *//p' <<<"$explained")
-  printf "\n   %s\n" "$rewritten"
+  printf "\n   %s: %s\n" "$user" "$rewritten"
   psql -qX -h 127.0.0.1 -p "$pg_port" -U postgres crm <<SQL | sed 's/^/   /'
 BEGIN;
 SET LOCAL ROLE "$role";
@@ -279,3 +307,5 @@ EXPLAIN (COSTS OFF) $rewritten;
 ROLLBACK;
 SQL
 done
+done
+fi

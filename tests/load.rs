@@ -4,8 +4,9 @@
 //! and its open files. `scripts/load.sh` runs this with other sizes
 //! (PGVEIL_LOAD_SESSIONS, PGVEIL_LOAD_ACTIVE).
 //!
-//! The pool configuration is a parameter of [`run`], so the same harness
-//! measures other pooling modes.
+//! It runs once with session pooling (a backend per session) and once with
+//! transaction pooling (1,000 sessions over 20 backend connections); both
+//! must hold the thousand idle sessions in at most 100 MB of proxy memory.
 
 mod common;
 mod ops;
@@ -22,20 +23,13 @@ const USER: &str = "app";
 /// Sessions opened at the same time while connecting them all.
 const CONNECTING_AT_ONCE: usize = 32;
 
-/// How the proxy pools backend connections in one run.
-struct PoolSetup {
-    /// The `[pool]` table of the configuration.
-    toml: String,
-    /// Whether each client session holds a backend connection of its own.
-    pinned: bool,
-}
-
 /// One run of the harness.
 struct Plan {
     sessions: usize,
     active: usize,
     queries_per_active: usize,
-    pool: PoolSetup,
+    /// The `[pool]` table of the configuration.
+    pool_toml: String,
 }
 
 /// What a run measured.
@@ -141,7 +135,7 @@ async fn run(cluster: &'static Cluster, plan: &Plan) -> Figures {
     let admin = cluster.connect(&database).await.expect("admin");
     let options = ProxyOptions {
         top: format!("max_sessions = {}", plan.sessions + 100),
-        tables: plan.pool.toml.clone(),
+        tables: plan.pool_toml.clone(),
         cluster: Some(cluster),
         ..ProxyOptions::default()
     };
@@ -202,45 +196,79 @@ async fn run(cluster: &'static Cluster, plan: &Plan) -> Figures {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_thousand_sessions_idle_and_active() {
+/// The ceiling for a thousand idle sessions.
+const MAX_RSS_FOR_A_THOUSAND_KIB: u64 = 100 * 1024;
+
+fn plan(pool_toml: String) -> Plan {
+    let sessions = env_or("PGVEIL_LOAD_SESSIONS", 1000);
+    Plan {
+        sessions,
+        active: env_or("PGVEIL_LOAD_ACTIVE", 100).min(sessions),
+        queries_per_active: 20,
+        pool_toml,
+    }
+}
+
+async fn measure(plan: &Plan, max_connections: usize) -> Figures {
     assert!(
         pgveil::server::raise_open_file_limit(),
         "this test holds a socket per session"
     );
-    let sessions = env_or("PGVEIL_LOAD_SESSIONS", 1000);
-    let plan = Plan {
-        sessions,
-        active: env_or("PGVEIL_LOAD_ACTIVE", 100).min(sessions),
-        queries_per_active: 20,
-        pool: PoolSetup {
-            toml: format!("[pool]\nmax_size = {}\n", sessions + 10),
-            pinned: true,
-        },
-    };
     let options = ClusterOptions {
-        max_connections: u32::try_from(sessions + 20).expect("max_connections"),
+        max_connections: u32::try_from(max_connections).expect("max_connections"),
         ..ClusterOptions::default()
     };
     let cluster: &'static Cluster =
         Box::leak(Box::new(Cluster::start(options).await.expect("cluster")));
-    let figures = run(cluster, &plan).await;
-    figures.print(&plan);
+    let figures = run(cluster, plan).await;
+    figures.print(plan);
     assert_eq!(figures.sessions_held, plan.sessions);
     assert_eq!(
         figures.results_checked,
         plan.active * plan.queries_per_active + plan.sessions
     );
-    if plan.pool.pinned {
-        assert!(
-            figures.backends >= plan.sessions as i64,
-            "session pooling: one backend per session, found {}",
-            figures.backends
-        );
-        assert!(
-            figures.open_fds >= 2 * plan.sessions,
-            "a client and a backend socket per session, found {} fds",
-            figures.open_fds
-        );
-    }
+    let ceiling = MAX_RSS_FOR_A_THOUSAND_KIB * plan.sessions.max(1000) as u64 / 1000;
+    assert!(
+        figures.rss_idle_kib <= ceiling,
+        "{} idle sessions take {} KiB of proxy memory (ceiling {ceiling} KiB)",
+        plan.sessions,
+        figures.rss_idle_kib
+    );
+    figures
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_sessions_idle_and_active() {
+    let sessions = env_or("PGVEIL_LOAD_SESSIONS", 1000);
+    let plan = plan(format!(
+        "[pool]\nmode = \"session\"\nmax_size = {}\n",
+        sessions + 10
+    ));
+    let figures = measure(&plan, sessions + 20).await;
+    assert!(
+        figures.backends >= plan.sessions as i64,
+        "session pooling: one backend per session, found {}",
+        figures.backends
+    );
+    assert!(
+        figures.open_fds >= 2 * plan.sessions,
+        "a client and a backend socket per session, found {} fds",
+        figures.open_fds
+    );
+}
+
+/// Backend connections of the transaction-pooling run.
+const TRANSACTION_POOL: usize = 20;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_sessions_share_a_transaction_pool() {
+    let plan = plan(format!(
+        "[pool]\nmode = \"transaction\"\nmax_size = {TRANSACTION_POOL}\n"
+    ));
+    let figures = measure(&plan, TRANSACTION_POOL + 20).await;
+    assert!(
+        figures.backends <= TRANSACTION_POOL as i64,
+        "transaction pooling: at most {TRANSACTION_POOL} backends, found {}",
+        figures.backends
+    );
 }

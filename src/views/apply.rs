@@ -139,6 +139,10 @@ SELECT 'relation ' || s.nspname || '.' || c.relname || ' kind=' || c.relkind::te
 FROM pg_class c JOIN managed_schemas s ON s.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'v', 'm', 'S', 'f', 'p')
 UNION ALL
+SELECT 'index ' || s.nspname || '.' || c.relname || ' ' || pg_get_indexdef(c.oid)
+FROM pg_class c JOIN managed_schemas s ON s.oid = c.relnamespace
+WHERE c.relkind = 'i' AND c.relname::text LIKE 'pgveil\\_mask\\_%'
+UNION ALL
 SELECT 'column ' || s.nspname || '.' || c.relname || '.' || a.attname || ' acl=' || a.attacl::text
 FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN managed_schemas s ON s.oid = c.relnamespace
 WHERE a.attacl IS NOT NULL

@@ -1,5 +1,6 @@
 //! The part of the live catalog that view generation needs: the base
-//! tables, their column types, primary keys and foreign keys.
+//! tables, their column types, primary keys, foreign keys and single-column
+//! indexes.
 
 use std::collections::BTreeMap;
 
@@ -63,6 +64,17 @@ pub struct ForeignKey {
     pub ref_column: String,
 }
 
+/// A plain index on one column of a base table (no expression, no predicate).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnIndex {
+    /// The indexed column.
+    pub column: String,
+    /// The access method, e.g. `btree`.
+    pub method: String,
+    /// The operator class when it is not the type's default, e.g. `text_pattern_ops`.
+    pub opclass: Option<String>,
+}
+
 /// One base table.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CatalogTable {
@@ -74,6 +86,8 @@ pub struct CatalogTable {
     pub foreign_keys: Vec<ForeignKey>,
     /// Whether PUBLIC holds any privilege on the table.
     pub public_grants: bool,
+    /// Plain single-column indexes, pgveil's own excepted.
+    pub indexes: Vec<ColumnIndex>,
 }
 
 impl CatalogTable {
@@ -121,6 +135,20 @@ JOIN pg_attribute ra ON ra.attrelid = k.confrelid AND ra.attnum = k.confkey[1]
 WHERE n.nspname = $1 AND k.contype = 'f' AND cardinality(k.conkey) = 1
 ORDER BY 1, 2";
 
+const COLUMN_INDEXES: &str = "
+SELECT c.relname::text, a.attname::text, am.amname::text,
+       CASE WHEN opc.opcdefault THEN NULL ELSE opc.opcname::text END
+FROM pg_index i
+JOIN pg_class ic ON ic.oid = i.indexrelid
+JOIN pg_class c ON c.oid = i.indrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_am am ON am.oid = ic.relam
+JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = i.indkey[0]
+JOIN pg_opclass opc ON opc.oid = i.indclass[0]
+WHERE n.nspname = $1 AND i.indnatts = 1 AND i.indkey[0] <> 0 AND i.indpred IS NULL
+  AND ic.relname::text NOT LIKE $2
+ORDER BY 1, 2, 3, 4";
+
 /// Reads the base tables of `schema`.
 pub async fn read_catalog(client: &Client, schema: &str) -> Result<Catalog, ViewsError> {
     let mut catalog = Catalog::default();
@@ -145,6 +173,19 @@ pub async fn read_catalog(client: &Client, schema: &str) -> Result<Catalog, View
                 ref_table: row.get(2),
                 ref_column: row.get(3),
             });
+        }
+    }
+    let own = format!("{}%", super::masked_index::NAME_PREFIX.replace('_', "\\_"));
+    for row in client.query(COLUMN_INDEXES, &[&schema, &own]).await? {
+        if let Some(table) = catalog.tables.get_mut(row.get::<_, &str>(0)) {
+            let index = ColumnIndex {
+                column: row.get(1),
+                method: row.get(2),
+                opclass: row.get(3),
+            };
+            if !table.indexes.contains(&index) {
+                table.indexes.push(index);
+            }
         }
     }
     Ok(catalog)

@@ -6,6 +6,7 @@ use crate::policy::{Basis, Class, Location, LoginRole, MaskName, Policy, ViewKin
 
 use super::catalog::{Catalog, CatalogTable};
 use super::mask_sql::{ident, literal, mask_expression, MaskContext, BASE_ALIAS};
+use super::masked_index::{self, MaskedColumn};
 use super::secret::{hmac_pads, mask_key, scram_verifier};
 
 /// Comment that marks a schema as a pgveil view set.
@@ -57,6 +58,7 @@ pub fn plan(
         private: policy.settings().private_schema,
         steps: Vec::new(),
         problems: Vec::new(),
+        masked: Vec::new(),
     };
     let roles = policy.login_roles();
     b.private_tables();
@@ -69,6 +71,10 @@ pub fn plan(
     for (name, set) in policy.view_sets() {
         let set_roles: Vec<&LoginRole> = roles.iter().filter(|r| &r.view_set == name).collect();
         b.view_set(name, set.get(), &set_roles);
+    }
+    let base_schema = policy.settings().base_schema;
+    for sql in masked_index::statements(&base_schema, catalog, &b.masked) {
+        b.sql(sql);
     }
     b.sql(format!(
         "DELETE FROM {p}.installed; INSERT INTO {p}.installed (fingerprint) VALUES ({})",
@@ -108,6 +114,8 @@ struct Builder<'a> {
     private: String,
     steps: Vec<Step>,
     problems: Vec<DdlProblem>,
+    /// Every masked column of every view, for [`masked_index`].
+    masked: Vec<MaskedColumn>,
 }
 
 impl Builder<'_> {
@@ -300,6 +308,19 @@ impl Builder<'_> {
     }
 }
 
+/// `security_barrier` for a view that hides rows. Such a view must keep the
+/// caller's quals above its own, or a leaky function in a WHERE clause could
+/// see the rows it hides. A view without conditions hides no rows: the
+/// caller's quals only ever see its masked output columns, so PostgreSQL may
+/// pull it up into the query and use the base table's indexes and statistics.
+fn barrier_option(conditions: &[String]) -> &'static str {
+    if conditions.is_empty() {
+        ""
+    } else {
+        " WITH (security_barrier = true)"
+    }
+}
+
 struct ViewBuilder<'a, 'b> {
     b: &'a mut Builder<'b>,
     name: &'a str,
@@ -332,7 +353,17 @@ impl ViewBuilder<'_, '_> {
                     .and_then(|n| policy.admin_expression(n)),
             };
             match mask_expression(&ctx, column, &resolved.spec) {
-                Ok(Some(expr)) => select.push(expr),
+                Ok(Some(expr)) => {
+                    let alias = format!(" AS {}", ident(&column.name));
+                    if let Some(expression) = expr.strip_suffix(&alias) {
+                        self.b.masked.push(MaskedColumn {
+                            table: self.table.to_string(),
+                            column: column.name.clone(),
+                            expression: expression.to_string(),
+                        });
+                    }
+                    select.push(expr)
+                }
                 Ok(None) => continue,
                 Err(e) => {
                     let msg = format!(
@@ -350,9 +381,10 @@ impl ViewBuilder<'_, '_> {
         }
         let conditions = self.conditions();
         let mut sql = format!(
-            "CREATE VIEW {}.{} WITH (security_barrier = true) AS SELECT {} FROM {}.{} {BASE_ALIAS}",
+            "CREATE VIEW {}.{}{} AS SELECT {} FROM {}.{} {BASE_ALIAS}",
             ident(&policy.schema_of(self.name)),
             ident(self.table),
+            barrier_option(&conditions),
             select.join(", "),
             ident(&settings.base_schema),
             ident(self.table),
@@ -652,6 +684,22 @@ role = "analyst"
             &"GRANT INSERT (\"customer_id\", \"region\"), UPDATE (\"customer_id\", \"region\") ON \"veil_sales\".\"customers\" TO \"veil_sales__region_north\"".to_string()
         ));
         assert!(!ddl.iter().any(|s| s.contains("TO \"veil_sales\"")));
+    }
+
+    #[test]
+    fn only_views_that_hide_rows_are_security_barriers() {
+        let ddl = ddl(POLICY);
+        let opt_out = view(&ddl, "\"veil_mkt\".\"customers\"");
+        assert!(
+            opt_out.contains("WITH (security_barrier = true)"),
+            "{opt_out}"
+        );
+        let anonymous = view(&ddl, "\"veil_anon\".\"customers\"");
+        assert!(!anonymous.contains("security_barrier"), "{anonymous}");
+        assert!(
+            anonymous.ends_with("FROM \"public\".\"customers\" t"),
+            "{anonymous}"
+        );
     }
 
     #[test]

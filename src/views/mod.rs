@@ -8,6 +8,7 @@ mod catalog;
 mod check;
 mod ddl;
 mod mask_sql;
+mod masked_index;
 mod secret;
 
 use std::fmt;
