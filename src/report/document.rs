@@ -229,7 +229,7 @@ fn data_model(tables: &[TableModel]) -> Section {
 
 fn view_sets(sets: &[ViewSetFacts]) -> Section {
     let mut blocks = vec![text(
-        "Each view set is a schema of security_barrier views; its backend login roles read nothing else. \
+        "Each view set is a schema of views (security_barrier views where they hide rows); its backend login roles read nothing else. \
          The SQL is the definition installed in the database (pg_get_viewdef).",
     )];
     for set in sets {

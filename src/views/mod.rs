@@ -1,4 +1,5 @@
-//! Policy → PostgreSQL: one schema of `security_barrier` views per view set,
+//! Policy → PostgreSQL: one schema of views per view set (`security_barrier`
+//! where they hide rows), indexes over masked indexed columns,
 //! one backend LOGIN role per view set and attribute values, private tables
 //! for keys and user attributes; plus the fingerprint, drift report and
 //! checks against the live catalog.
