@@ -26,6 +26,22 @@ pub mod tag {
     pub const TERMINATE: u8 = b'X';
     /// ReadyForQuery (backend).
     pub const READY_FOR_QUERY: u8 = b'Z';
+    /// Bind (frontend).
+    pub const BIND: u8 = b'B';
+    /// Describe (frontend).
+    pub const DESCRIBE: u8 = b'D';
+    /// Close (frontend).
+    pub const CLOSE: u8 = b'C';
+    /// Execute (frontend).
+    pub const EXECUTE: u8 = b'E';
+    /// Flush (frontend).
+    pub const FLUSH: u8 = b'H';
+    /// CopyData (both directions).
+    pub const COPY_DATA: u8 = b'd';
+    /// CopyDone (both directions).
+    pub const COPY_DONE: u8 = b'c';
+    /// CopyFail (frontend).
+    pub const COPY_FAIL: u8 = b'f';
     /// ErrorResponse (backend).
     pub const ERROR_RESPONSE: u8 = b'E';
     /// ParameterStatus (backend).

@@ -60,18 +60,6 @@ const READ_CHUNK: usize = 8 * 1024;
 /// waits to be written.
 const HIGH_WATER: usize = 256 * 1024;
 
-/// Client message tags the relay handles itself.
-mod client_tag {
-    pub const BIND: u8 = b'B';
-    pub const DESCRIBE: u8 = b'D';
-    pub const CLOSE: u8 = b'C';
-    pub const EXECUTE: u8 = b'E';
-    pub const FLUSH: u8 = b'H';
-    pub const COPY_DATA: u8 = b'd';
-    pub const COPY_DONE: u8 = b'c';
-    pub const COPY_FAIL: u8 = b'f';
-}
-
 /// How a session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum End {
@@ -365,7 +353,7 @@ impl<'a> Relay<'a> {
             let step = self
                 .client_scan
                 .step(&self.client_in, |t| {
-                    t != client_tag::COPY_DATA && (t != client_tag::BIND || whole_bind)
+                    t != tag::COPY_DATA && (t != tag::BIND || whole_bind)
                 })
                 .map_err(SessionError::from_client_protocol)?;
             match step {
@@ -390,16 +378,16 @@ impl<'a> Relay<'a> {
         match tag {
             tag::QUERY => self.query(frame).await?,
             tag::PARSE => self.parse(frame).await?,
-            client_tag::BIND => self.bind(frame).await?,
-            client_tag::DESCRIBE => self.describe(frame).await?,
-            client_tag::CLOSE => self.close(frame).await?,
-            client_tag::EXECUTE => self.execute(frame).await?,
+            tag::BIND => self.bind(frame).await?,
+            tag::DESCRIBE => self.describe(frame).await?,
+            tag::CLOSE => self.close(frame).await?,
+            tag::EXECUTE => self.execute(frame).await?,
             tag::SYNC => self.sync(frame).await?,
             // nothing owed: nothing to flush
-            client_tag::FLUSH if self.replies.caught_up() => {}
-            client_tag::FLUSH => self.forward(frame).await?,
+            tag::FLUSH if self.replies.caught_up() => {}
+            tag::FLUSH => self.forward(frame).await?,
             tag::FUNCTION_CALL => self.function_call().await?,
-            client_tag::COPY_DONE | client_tag::COPY_FAIL => {
+            tag::COPY_DONE | tag::COPY_FAIL => {
                 self.forward(frame).await?;
                 self.replies.client_copy_end();
             }
@@ -633,7 +621,7 @@ impl<'a> Relay<'a> {
         match self.backend_statement(parts.statement) {
             Some(server) => {
                 messages::encode_raw(
-                    client_tag::BIND,
+                    tag::BIND,
                     &[parts.portal, b"\0", server.as_bytes(), b"\0", parts.rest],
                     &mut self.to_backend,
                 );
@@ -642,7 +630,7 @@ impl<'a> Relay<'a> {
             None => {
                 let (stand_in, error) = self.missing_statement(parts.statement);
                 messages::encode_raw(
-                    client_tag::BIND,
+                    tag::BIND,
                     &[parts.portal, b"\0", stand_in.as_bytes(), b"\0", parts.rest],
                     &mut self.to_backend,
                 );
@@ -666,7 +654,7 @@ impl<'a> Relay<'a> {
             }
         };
         messages::encode_raw(
-            client_tag::DESCRIBE,
+            tag::DESCRIBE,
             &[b"S", name.as_bytes(), b"\0"],
             &mut self.to_backend,
         );

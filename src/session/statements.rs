@@ -84,10 +84,9 @@ mod tests {
     use super::*;
 
     fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
-        let mut v = vec![tag];
-        v.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
-        v.extend_from_slice(body);
-        v
+        let mut out = bytes::BytesMut::new();
+        crate::protocol::messages::encode_raw(tag, &[body], &mut out);
+        out.to_vec()
     }
 
     #[test]
