@@ -168,6 +168,10 @@ pub struct PoolConfig {
     /// administrator, `passthrough` without a policy), overriding `mode`.
     #[serde(default)]
     pub view_sets: std::collections::BTreeMap<String, PoolMode>,
+    /// Run simple-protocol queries as statements pgveil prepares (see
+    /// `rewrite::params`); default on.
+    #[serde(default = "default_true")]
+    pub auto_prepare: bool,
 }
 
 impl Default for PoolConfig {
@@ -176,6 +180,7 @@ impl Default for PoolConfig {
             max_size: default_pool_size(),
             mode: PoolMode::default(),
             view_sets: Default::default(),
+            auto_prepare: true,
         }
     }
 }
@@ -305,6 +310,9 @@ fn default_backend_host() -> String {
 }
 fn default_backend_port() -> u16 {
     5432
+}
+fn default_true() -> bool {
+    true
 }
 fn default_pool_size() -> usize {
     50

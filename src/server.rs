@@ -195,6 +195,7 @@ impl ServerState {
         Ok(Route {
             user: user.to_owned(),
             pool_mode: self.config.pool.mode_for(&grant.view_set),
+            auto_prepare: self.config.pool.auto_prepare,
             purpose: grant.purpose,
             view_set: grant.view_set,
             login,
@@ -218,6 +219,7 @@ impl ServerState {
         Ok(Route {
             user: user.to_owned(),
             pool_mode: self.config.pool.mode_for("passthrough"),
+            auto_prepare: self.config.pool.auto_prepare,
             purpose: None,
             view_set: "passthrough".to_owned(),
             login: self.admin_login.clone(),

@@ -172,6 +172,27 @@ pub fn ready_for_query_idle(out: &mut BytesMut) {
     encode_infallible(&ReadyForQuery::new(TransactionStatus::Idle), out);
 }
 
+/// Appends a Bind of statement `statement` to the unnamed portal, with
+/// `values` as text parameters (at most 32,767) and text results.
+pub fn encode_bind_text(statement: &str, values: &[String], out: &mut BytesMut) {
+    let values = &values[..values.len().min(i16::MAX as usize)];
+    let len =
+        4 + 1 + statement.len() + 1 + 2 + 2 + 2 + values.iter().map(|v| 4 + v.len()).sum::<usize>();
+    out.reserve(len + 1);
+    out.put_u8(tag::BIND);
+    out.put_i32(i32::try_from(len).unwrap_or(i32::MAX));
+    out.put_u8(0);
+    out.put_slice(statement.as_bytes());
+    out.put_u8(0);
+    out.put_i16(0);
+    out.put_i16(values.len() as i16);
+    for value in values {
+        out.put_i32(i32::try_from(value.len()).unwrap_or(i32::MAX));
+        out.put_slice(value.as_bytes());
+    }
+    out.put_i16(0);
+}
+
 /// Appends a message built from the pieces of its body; the proxy uses it
 /// to rename statements in Bind, Describe and Close messages.
 pub fn encode_raw(tag: u8, body: &[&[u8]], out: &mut BytesMut) {

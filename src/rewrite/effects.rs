@@ -54,6 +54,18 @@ pub struct Classified {
     pub settings: Vec<Range<usize>>,
 }
 
+/// A quick test before [`classify`]: false when `sql` cannot reset the
+/// prepared statements of its connection (it names neither `DISCARD` nor
+/// `DEALLOCATE`).
+pub fn may_reset(sql: &str) -> bool {
+    let has = |word: &str| {
+        sql.as_bytes()
+            .windows(word.len())
+            .any(|w| w.eq_ignore_ascii_case(word.as_bytes()))
+    };
+    has("discard") || has("deallocate")
+}
+
 /// The effect of a whole text: the strongest of its statements', except
 /// that settings changed next to transaction control pin, because a
 /// rollback would undo them.

@@ -80,6 +80,7 @@ mod fallback;
 pub mod lexer;
 mod mapper;
 mod names;
+pub mod params;
 mod refusal;
 mod shape;
 mod tokens;

@@ -51,6 +51,7 @@ use crate::protocol::messages::{self, split_cstr, tag, PgError};
 use crate::protocol::stream::Stream;
 use crate::protocol::ProtocolError;
 use crate::rewrite::effects::{self, Effect};
+use crate::rewrite::params;
 use crate::rewrite::{Refusal, Verdict};
 use crate::shutdown::{admin_shutdown, Shutdown, Watch};
 
@@ -429,20 +430,76 @@ impl<'a> Relay<'a> {
         let outside = self.outside_transaction();
         self.attach().await?;
         let then = self.query_effect(sql, outside);
-        match &text {
-            Some(new) => messages::encode_query(new, &mut self.to_backend),
-            None => self.to_backend.extend_from_slice(frame),
+        let prepared = self
+            .cx
+            .route
+            .auto_prepare
+            .then(|| params::parameterize(text.as_deref().unwrap_or(sql)))
+            .flatten();
+        match (prepared, &text) {
+            (Some(statement), _) if self.conn.is_some() => self.run_prepared(statement, then),
+            (_, Some(new)) => self.send_query(|out| messages::encode_query(new, out), then),
+            (_, None) => self.send_query(|out| out.extend_from_slice(frame), then),
         }
-        self.forget_unnamed();
-        self.replies.push(Entry::client(Expect::Query).then(then));
         self.cx.metrics.request_sent();
         Ok(())
+    }
+
+    fn send_query(&mut self, encode: impl FnOnce(&mut BytesMut), then: Then) {
+        encode(&mut self.to_backend);
+        self.forget_unnamed();
+        self.replies.push(Entry::client(Expect::Query).then(then));
+    }
+
+    /// Runs a simple-protocol Query as Bind, Describe and Execute of a
+    /// statement pgveil prepares on the connection (once), then Sync: the
+    /// client gets the replies a Query would give (pgveil drops
+    /// ParseComplete, BindComplete and NoData).
+    fn run_prepared(&mut self, statement: params::Parameterized, then: Then) {
+        let body = Arc::new(Body {
+            sql: statement.sql,
+            types: statement.types,
+        });
+        let name = self.prepared_statement(body).unwrap_or_default();
+        messages::encode_bind_text(&name, &statement.values, &mut self.to_backend);
+        self.replies.push(Entry::internal(Expect::Complete));
+        messages::encode_raw(tag::DESCRIBE, &[b"P\0"], &mut self.to_backend);
+        self.replies.push(Entry::client(Expect::Rows));
+        messages::encode_raw(
+            tag::EXECUTE,
+            &[b"\0", &0i32.to_be_bytes()],
+            &mut self.to_backend,
+        );
+        self.replies.push(Entry::client(Expect::Execute));
+        messages::encode_raw(tag::SYNC, &[], &mut self.to_backend);
+        self.replies.push(Entry::client(Expect::Sync).then(then));
+    }
+
+    /// The backend name of `body` on the attached connection, sending the
+    /// Parse that prepares it there first if needed.
+    fn prepared_statement(&mut self, body: Arc<Body>) -> Option<String> {
+        let conn = self.conn.as_mut()?;
+        if let Some(name) = conn.memory.prepared_name(&body) {
+            return Some(name);
+        }
+        let name = conn.memory.prepare(body.clone());
+        messages::encode_parse(
+            Some(name.clone()),
+            &body.sql,
+            body.types.clone(),
+            &mut self.to_backend,
+        );
+        self.replies
+            .push(Entry::internal(Expect::Complete).then(Then::Prepared(body)));
+        self.evict_prepared();
+        Some(name)
     }
 
     /// Under transaction pooling: what a simple Query leaves behind; sent
     /// `outside` a transaction, its settings are carried.
     fn query_effect(&mut self, sql: &str, outside: bool) -> Then {
         if !self.transaction_pooling() {
+            self.note_reset(sql);
             return Then::Nothing;
         }
         let classified = effects::classify(sql);
@@ -463,6 +520,17 @@ impl<'a> Relay<'a> {
                 self.pin();
                 Then::Nothing
             }
+        }
+    }
+
+    /// In session mode: a statement that drops prepared statements
+    /// (`DISCARD`, `DEALLOCATE`) drops those pgveil prepared too.
+    fn note_reset(&mut self, sql: &str) {
+        if self.cx.route.auto_prepare
+            && effects::may_reset(sql)
+            && effects::classify(sql).effect == Effect::Reset
+        {
+            self.forget_at_ready = true;
         }
     }
 
@@ -518,6 +586,7 @@ impl<'a> Relay<'a> {
         self.log(|l| l.parse(name, sql, verdict));
         self.attach().await?;
         if !self.transaction_pooling() {
+            self.note_reset(sql);
             match &text {
                 Some(new) => {
                     messages::encode_parse(parse.name, new, parse.type_oids, &mut self.to_backend)
@@ -747,20 +816,7 @@ impl<'a> Relay<'a> {
             }
             return Some(String::new());
         }
-        if let Some(name) = conn.memory.prepared_name(&body) {
-            return Some(name);
-        }
-        let server = conn.memory.prepare(body.clone());
-        messages::encode_parse(
-            Some(server.clone()),
-            &body.sql,
-            body.types.clone(),
-            &mut self.to_backend,
-        );
-        self.replies
-            .push(Entry::internal(Expect::Complete).then(Then::Prepared(body)));
-        self.evict_prepared();
-        Some(server)
+        self.prepared_statement(body)
     }
 
     /// A stand-in name for a statement the client never prepared, and the

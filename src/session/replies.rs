@@ -35,6 +35,9 @@ pub enum Expect {
     Complete,
     /// ParameterDescription, then RowDescription or NoData.
     Describe,
+    /// RowDescription (passed on) or NoData (dropped): the Describe of the
+    /// portal of a Query pgveil runs as a prepared statement.
+    Rows,
     /// Rows or a COPY, then CommandComplete, EmptyQueryResponse or PortalSuspended.
     Execute,
     /// ReadyForQuery.
@@ -229,6 +232,14 @@ impl Replies {
         match (tag, &front.expect) {
             (b'E', _) => self.on_error(frame, outcomes),
             (b'Z', _) => self.on_ready(frame, outcomes),
+            (b'T', Expect::Rows) => {
+                self.entries.pop_front();
+                Action::Forward
+            }
+            (b'n', Expect::Rows) => {
+                self.entries.pop_front();
+                Action::Swallow
+            }
             (b'1' | b'2' | b'3', Expect::Complete)
             | (b'T' | b'n', Expect::Describe)
             | (b'C' | b'I' | b's', Expect::Execute) => {

@@ -20,6 +20,8 @@ pub struct Route {
     pub login: Login,
     /// How the session shares backend connections.
     pub pool_mode: PoolMode,
+    /// Whether simple-protocol queries may run as prepared statements.
+    pub auto_prepare: bool,
     /// Whether the session may change `search_path`, `role` and similar
     /// settings at startup (only the administrator).
     pub privileged: bool,
