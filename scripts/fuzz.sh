@@ -6,7 +6,7 @@
 # fuzz/seeds.py, and prints per target the seconds fuzzed, the inputs
 # executed and the crashes found. A target stops at its first crash; the
 # input is kept in fuzz/artifacts/<target>/ and must become a regression
-# test (tests/fuzz_regressions.rs) with its fix. Exit code 1 if any crashed.
+# test with its fix. Exit code 1 if any crashed.
 #
 # cargo-fuzz needs nightly compiler flags; RUSTC_BOOTSTRAP=1 lets the stable
 # toolchain accept them. The first build compiles every dependency with
