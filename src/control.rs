@@ -54,6 +54,15 @@ pub enum ControlError {
     /// Something the operator must do first.
     #[error("{0}")]
     Precondition(String),
+    /// A data-subject request was carried out, but its privacy-log record
+    /// could not be written.
+    #[error("{output}\nthe request was carried out, but its privacy-log record was not written: {error}")]
+    Unlogged {
+        /// What the request printed.
+        output: String,
+        /// Why the record was not written.
+        error: crate::audit::AuditError,
+    },
 }
 
 /// A pool of administrator connections for the control plane.
@@ -336,31 +345,59 @@ pub async fn load_crm(
         .map_err(|e| ControlError::Precondition(format!("loading the example CRM: {e}")))
 }
 
-/// `pgveil subject ...` and `pgveil retention run`: runs one request as
-/// `actor` and returns the JSON to print. With `[audit]` configured, the
-/// request runs only if the privacy log can be opened, and its records
-/// (or its failure) are written there before this returns.
+/// What data-subject requests need: the policy, the configuration (for
+/// the privacy log) and a pool of administrator connections. The command
+/// line runs one request; `pgveil subject serve` runs many.
+pub struct SubjectDesk {
+    config: Config,
+    policy: Policy,
+    pool: Pool,
+}
+
+impl SubjectDesk {
+    /// Loads the policy and builds the administrator pool (connecting lazily).
+    pub fn new(config: &Config) -> Result<SubjectDesk, ControlError> {
+        Ok(SubjectDesk {
+            policy: load_policy(config)?,
+            pool: admin_pool(config)?,
+            config: config.clone(),
+        })
+    }
+
+    /// Carries out `request` as `actor` and writes its records (or its
+    /// failure) to the privacy log. Nothing is done when the log cannot be
+    /// opened.
+    pub async fn run(
+        &self,
+        request: subject::Request,
+        actor: &str,
+    ) -> Result<subject::Done, ControlError> {
+        let log =
+            subject::SubjectLog::open(self.config.audit.clone(), Some(self.pool.clone()), actor)
+                .await?;
+        let client = admin_client(&self.config, &self.pool).await?;
+        let (action, purpose) = (request.action(), request.purpose().map(str::to_owned));
+        let result = subject::run(&client, &self.policy, request, actor).await;
+        let logged = log
+            .finish(&self.policy, action, purpose.as_deref(), &result)
+            .await;
+        let done = result?;
+        logged.map_err(|e| ControlError::Unlogged {
+            output: done.output.clone(),
+            error: e,
+        })?;
+        Ok(done)
+    }
+}
+
+/// `pgveil subject ...` and `pgveil retention run`: runs one data-subject
+/// request and returns what to print.
 pub async fn subject(
     config: &Config,
     request: subject::Request,
     actor: &str,
 ) -> Result<String, ControlError> {
-    let policy = load_policy(config)?;
-    let pool = admin_pool(config)?;
-    let log = subject::SubjectLog::open(config.audit.clone(), Some(pool.clone()), actor).await?;
-    let client = admin_client(config, &pool).await?;
-    let (action, purpose) = (request.action(), request.purpose().map(str::to_owned));
-    let result = subject::run(&client, &policy, request, actor).await;
-    let logged = log
-        .finish(&policy, action, purpose.as_deref(), &result)
-        .await;
-    let done = result?;
-    logged.map_err(|e| {
-        ControlError::Precondition(format!(
-            "{}\nthe request was carried out, but its privacy-log record was not written: {e}",
-            done.output
-        ))
-    })?;
+    let done = SubjectDesk::new(config)?.run(request, actor).await?;
     Ok(done.output + "\n")
 }
 

@@ -15,6 +15,7 @@ pub mod control;
 pub mod crm;
 pub mod demo;
 pub mod policy;
+pub mod portal;
 pub mod protocol;
 pub mod report;
 pub mod rewrite;

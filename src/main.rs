@@ -189,6 +189,16 @@ enum SubjectCommand {
         #[arg(long)]
         customer: String,
     },
+    /// Serve these requests (without review) over HTTP to a self-service
+    /// portal that authenticates customers; see README.md.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:6435")]
+        listen: std::net::SocketAddr,
+        /// File holding the bearer token the portal sends (at least 16 characters).
+        #[arg(long)]
+        token_file: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -211,9 +221,10 @@ enum ReviewCommand {
 }
 
 impl SubjectCommand {
-    fn into_request(self) -> pgveil::subject::Request {
+    /// The request to run once; None for `serve`.
+    fn into_request(self) -> Option<pgveil::subject::Request> {
         use pgveil::subject::Request as R;
-        match self {
+        Some(match self {
             SubjectCommand::Export { customer } => R::Export { customer },
             SubjectCommand::OptOut { customer, purpose } => R::OptOut { customer, purpose },
             SubjectCommand::OptIn { customer, purpose } => R::OptIn { customer, purpose },
@@ -228,7 +239,8 @@ impl SubjectCommand {
                 command: ReviewCommand::Reject { id, reason },
             } => R::Reject { id, reason },
             SubjectCommand::Erase { customer } => R::Erase { customer },
-        }
+            SubjectCommand::Serve { .. } => return None,
+        })
     }
 }
 
@@ -288,8 +300,16 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Subject {
             config,
             actor,
+            command: SubjectCommand::Serve { listen, token_file },
+        } => subject_serve(&config, listen, &token_file, actor).await,
+        Command::Subject {
+            config,
+            actor,
             command,
-        } => subject(&config, command.into_request(), &actor).await,
+        } => match command.into_request() {
+            Some(request) => subject(&config, request, &actor).await,
+            None => Ok(()),
+        },
         Command::Retention {
             config,
             actor,
@@ -377,6 +397,37 @@ async fn subject(
         "{}",
         pgveil::control::subject(&config, request, actor).await?
     );
+    Ok(())
+}
+
+/// Serves data-subject requests over HTTP until SIGTERM or Ctrl-C.
+async fn subject_serve(
+    config: &std::path::Path,
+    listen: std::net::SocketAddr,
+    token_file: &std::path::Path,
+    actor: String,
+) -> anyhow::Result<()> {
+    let config = Config::load(config)?;
+    let token = std::fs::read_to_string(token_file)
+        .map_err(|e| anyhow::anyhow!("{}: cannot read the token: {e}", token_file.display()))?;
+    let token = token.trim();
+    anyhow::ensure!(
+        token.len() >= pgveil::portal::MIN_TOKEN_LEN,
+        "{}: the token must be at least {} characters (e.g. openssl rand -hex 32 > {0})",
+        token_file.display(),
+        pgveil::portal::MIN_TOKEN_LEN
+    );
+    let desk = pgveil::control::SubjectDesk::new(&config)?;
+    let portal = pgveil::portal::Portal::new(desk, token.as_bytes().to_vec(), actor);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    tracing::info!(addr = %listener.local_addr()?, "pgveil subject API listening");
+    let shutdown = shutdown_signal()?;
+    tokio::select! {
+        () = pgveil::portal::serve(listener, std::sync::Arc::new(portal)) => {}
+        () = shutdown => {}
+    }
     Ok(())
 }
 

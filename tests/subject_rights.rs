@@ -933,3 +933,200 @@ async fn cli_requests_land_in_the_privacy_log_and_keep_its_chain() {
         "the log names the subject key"
     );
 }
+
+/// `pgveil subject serve` on a free port with `token`; returns the child
+/// (killed on drop) and its address.
+struct Portal {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+}
+
+impl Drop for Portal {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_portal(config: &Path, token: &str) -> Portal {
+    use std::io::BufRead;
+    let token_file = config.with_file_name("portal.token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pgveil"))
+        .args(["--log-json", "subject", "serve", "--listen", "127.0.0.1:0"])
+        .arg("--token-file")
+        .arg(&token_file)
+        .arg("--config")
+        .arg(config)
+        .args(["--actor", "portal"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut lines = stderr.lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("subject serve ended before it listened")
+            .unwrap();
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if event["message"] == "pgveil subject API listening" {
+            break event["addr"].as_str().unwrap().parse().unwrap();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    Portal { child, addr }
+}
+
+/// Status and JSON body of one HTTP/1.1 request.
+async fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: portal\r\nConnection: close\r\n{auth}\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tcp.read_to_string(&mut response).await.unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, serde_json::from_str(body).unwrap())
+}
+
+#[tokio::test]
+async fn the_http_api_serves_a_portal_and_logs_every_request() {
+    let crm = crm_db("subject_http").await;
+    let c = &crm.client;
+    let (config, log) = cli_config(&crm.db);
+    let token = "portal-token-0123456789";
+    let portal = start_portal(&config, token);
+    let addr = portal.addr;
+    let id = busy_customer(c).await;
+    let base = format!("/v1/subjects/{id}");
+    let api = |method: &'static str, path: String, body: &'static str| async move {
+        http(addr, method, &path, Some(token), body).await
+    };
+
+    // Without the token, or with another one, nothing is done or logged.
+    let (status, _) = http(addr, "GET", &base, None, "").await;
+    assert_eq!(status, 401);
+    let (status, _) = http(addr, "GET", &base, Some("portal-token-0123456780"), "").await;
+    assert_eq!(status, 401);
+    let erasure = format!("{base}/erasure");
+    let (status, _) = http(addr, "POST", &erasure, Some("nope"), "").await;
+    assert_eq!(status, 401);
+    assert!(email(c, id).await.is_some());
+
+    let (status, export) = api("GET", base.clone(), "").await;
+    assert_eq!(status, 200, "{export}");
+    assert_eq!(
+        export["tables"]["customers"][0]["email"]["value"].as_str(),
+        email(c, id).await.as_deref()
+    );
+    let (status, unknown) = api("GET", "/v1/subjects/999999".into(), "").await;
+    assert_eq!(status, 404);
+    assert!(unknown["error"]
+        .as_str()
+        .unwrap()
+        .contains("no data subject with key 999999"));
+
+    let marketing = login(&crm.db, "veil_marketing").await;
+    let visible = || async {
+        marketing
+            .query_one(
+                "SELECT count(*) FROM customers WHERE customer_id = $1",
+                &[&id],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    let (status, _) = api("POST", format!("{base}/opt-out/direct_marketing"), "").await;
+    assert_eq!(status, 200);
+    assert_eq!(visible().await, 0);
+    let (status, _) = api("POST", format!("{base}/opt-in/direct_marketing"), "").await;
+    assert_eq!(status, 200);
+    assert_eq!(visible().await, 1);
+    let (status, unknown) = api("POST", format!("{base}/opt-out/telepathy"), "").await;
+    assert_eq!(status, 400);
+    assert!(unknown["error"].as_str().unwrap().contains("telepathy"));
+
+    // A correction waits for a reviewer; staff approve it on the command line.
+    let city = "SELECT city FROM customers WHERE customer_id = $1";
+    let before = text(c, city, id).await;
+    let (status, filed) = api(
+        "POST",
+        format!("{base}/corrections"),
+        r#"{"customers.city": "Kaunas"}"#,
+    )
+    .await;
+    assert_eq!(status, 202, "{filed}");
+    assert_eq!(text(c, city, id).await, before);
+    let correction = filed[0]["id"].as_i64().unwrap().to_string();
+    pgveil_ok(
+        &config,
+        "olivia",
+        &["subject", "review", "approve", &correction],
+    );
+    assert_eq!(text(c, city, id).await.as_deref(), Some("Kaunas"));
+    for bad in [
+        r#"["customers.city"]"#,
+        r#"{"city": "x"}"#,
+        "{}",
+        "not json",
+    ] {
+        let (status, answer) = api("POST", format!("{base}/corrections"), bad).await;
+        assert_eq!(status, 400, "{bad}: {answer}");
+    }
+    let (status, _) = api("DELETE", base.clone(), "").await;
+    assert_eq!(status, 404);
+
+    let (status, erased) = api("POST", erasure, "").await;
+    assert_eq!(status, 200, "{erased}");
+    let left = format!("SELECT count(*) FROM customers WHERE customer_id = {id}");
+    assert_eq!(count(c, &left).await, 0, "the customer's row keeps its key");
+    let (status, _) = api("GET", base.clone(), "").await;
+    assert_eq!(status, 404, "the erased key still exports");
+
+    let summary: Vec<(String, String, String)> = log_records(&log)
+        .iter()
+        .map(|r| {
+            let field = |k: &str| r[k].as_str().unwrap().to_owned();
+            (field("action"), field("verdict"), field("user"))
+        })
+        .collect();
+    let want = [
+        ("export", "done", "portal"),
+        ("export", "failed", "portal"),
+        ("opt_out", "done", "portal"),
+        ("opt_in", "done", "portal"),
+        ("opt_out", "failed", "portal"),
+        ("correct", "done", "portal"),
+        ("approve", "done", "olivia"),
+        ("erase", "done", "portal"),
+        ("export", "failed", "portal"),
+    ]
+    .map(|(a, v, u)| (a.to_owned(), v.to_owned(), u.to_owned()));
+    assert_eq!(summary, want);
+    let verify = Command::new(env!("CARGO_BIN_EXE_pgveil"))
+        .args(["audit", "verify"])
+        .arg(&log)
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+}

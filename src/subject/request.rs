@@ -96,6 +96,8 @@ impl Request {
 pub struct Done {
     /// The result as pretty JSON documents, one after the other.
     pub output: String,
+    /// The result alone, as one JSON value (what the HTTP API answers).
+    pub value: serde_json::Value,
     /// What the privacy log must record.
     pub records: Vec<ActionRecord>,
 }
@@ -104,6 +106,7 @@ impl Done {
     fn outcome<T: Serialize>(outcome: Outcome<T>) -> Done {
         Done {
             output: format!("{}\n{}", to_json(&outcome.value), to_json(&outcome.record)),
+            value: to_value(&outcome.value),
             records: vec![outcome.record],
         }
     }
@@ -111,9 +114,14 @@ impl Done {
     fn record(record: ActionRecord) -> Done {
         Done {
             output: to_json(&record),
+            value: to_value(&record),
             records: vec![record],
         }
     }
+}
+
+fn to_value<T: Serialize>(value: &T) -> serde_json::Value {
+    serde_json::to_value(value).unwrap_or_else(|e| format!("cannot render: {e}").into())
 }
 
 fn to_json<T: Serialize>(value: &T) -> String {
@@ -144,6 +152,7 @@ pub async fn run(
             let listed = review_list(client, policy, actor).await?;
             Done {
                 output: to_json(&listed.value),
+                value: to_value(&listed.value),
                 records: vec![listed.record],
             }
         }
@@ -158,6 +167,7 @@ pub async fn run(
             let report = retention_run(client, policy, dry_run, actor).await?;
             Done {
                 output: to_json(&report),
+                value: to_value(&report),
                 records: report.records.clone(),
             }
         }
