@@ -16,25 +16,20 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{header, Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use percent_encoding::percent_decode_str;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 
+use crate::admin::serve_http;
 use crate::control::{ControlError, SubjectDesk};
 use crate::subject::{Assignment, Request as SubjectRequest, SubjectError};
 
-/// How long a client may take to send its request headers.
-const HEADER_LIMIT: Duration = Duration::from_secs(10);
 /// The largest request body accepted.
 const BODY_LIMIT: usize = 64 * 1024;
 /// The shortest bearer token accepted.
@@ -57,27 +52,10 @@ impl Portal {
 
 /// Serves the API on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, portal: Arc<Portal>) {
-    loop {
-        let tcp = match listener.accept().await {
-            Ok((tcp, _)) => tcp,
-            Err(e) => {
-                tracing::warn!(error = %e, "subject API: accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let portal = portal.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |request| respond(portal.clone(), request));
-            let connection = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_LIMIT)
-                .serve_connection(TokioIo::new(tcp), service);
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "subject API: connection ended with an error");
-            }
-        });
-    }
+    serve_http(listener, "subject API", move |request| {
+        respond(portal.clone(), request)
+    })
+    .await
 }
 
 /// An answer: status and JSON body.

@@ -23,24 +23,36 @@ const HEADER_LIMIT: Duration = Duration::from_secs(10);
 
 /// Serves the admin endpoint on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, state: Arc<ServerState>) {
+    serve_http(listener, "admin endpoint", move |request| {
+        respond(state.clone(), request)
+    })
+    .await
+}
+
+/// Serves HTTP/1.1 on `listener` with `handler` until the task is dropped;
+/// `name` names the server in log lines.
+pub async fn serve_http<F, Fut>(listener: TcpListener, name: &'static str, handler: F)
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send + 'static,
+{
     loop {
         let tcp = match listener.accept().await {
             Ok((tcp, _)) => tcp,
             Err(e) => {
-                tracing::warn!(error = %e, "admin endpoint: accept failed");
+                tracing::warn!(error = %e, "{name}: accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
-        let state = state.clone();
+        let handler = handler.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |request| respond(state.clone(), request));
             let connection = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_LIMIT)
-                .serve_connection(TokioIo::new(tcp), service);
+                .serve_connection(TokioIo::new(tcp), service_fn(handler));
             if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "admin endpoint: connection ended with an error");
+                tracing::debug!(error = %e, "{name}: connection ended with an error");
             }
         });
     }

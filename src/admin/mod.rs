@@ -5,5 +5,5 @@
 mod http;
 mod metrics;
 
-pub use http::serve;
+pub use http::{serve, serve_http};
 pub use metrics::{Metrics, SessionMetrics, Snapshot, StatementVerdict};
